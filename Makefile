@@ -1,0 +1,66 @@
+# The two commands a newcomer types: `make run` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+
+# Tests use their own PostgreSQL database and Redis databases, never the ones `make run` uses.
+TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/marketplace
+TEST_BROKER_URL ?= redis://127.0.0.1:6379/14
+TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
+TEST_ENV := DJANGO_SETTINGS_MODULE=config.settings.test DATABASE_URL=$(TEST_DATABASE_URL) \
+	CELERY_BROKER_URL=$(TEST_BROKER_URL) REDIS_URL=$(TEST_REDIS_URL)
+PYTEST_ARGS ?=
+
+.PHONY: run test bench lint docs install install-dev services clean
+
+$(VENV)/bin/python:
+	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11+ is needed: install python3 and python3-venv"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+
+$(VENV)/.installed: requirements.txt | $(VENV)/bin/python
+	$(PIP) install --quiet -r requirements.txt
+	touch $@
+
+$(VENV)/.installed-dev: requirements.txt requirements-dev.txt | $(VENV)/bin/python
+	$(PIP) install --quiet -r requirements-dev.txt
+	touch $@ $(VENV)/.installed
+
+install: $(VENV)/.installed
+install-dev: $(VENV)/.installed-dev
+
+## make run: install, migrate, schedules, demo data, admin user; then web :8000, worker, beat, Flower :5555
+run: install
+	@$(PY) scripts/bootstrap_env.py
+	@set -a; source .env; set +a; scripts/ensure_services.sh redis
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py jobs setup
+	$(PY) manage.py ensure_admin
+	$(PY) manage.py load_demo_data
+	@echo "Starting web http://127.0.0.1:8000/admin/  API http://127.0.0.1:8000/api/v1/docs/  Flower http://127.0.0.1:5555/"
+	$(VENV)/bin/honcho start
+
+## make test: install dev requirements, start PostgreSQL and Redis if needed, run the whole suite
+test: install-dev
+	@CELERY_BROKER_URL=$(TEST_BROKER_URL) scripts/ensure_services.sh redis postgres
+	$(VENV)/bin/ruff check .
+	$(TEST_ENV) $(VENV)/bin/pytest $(PYTEST_ARGS)
+
+## make bench: the benchmarks in tests/benchmarks against PostgreSQL
+bench: install-dev
+	@CELERY_BROKER_URL=$(TEST_BROKER_URL) scripts/ensure_services.sh redis postgres
+	$(TEST_ENV) $(PY) -m tests.benchmarks
+
+lint: install-dev
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(TEST_ENV) $(VENV)/bin/mypy core notifications payments logistics maintenance config
+
+## make docs: regenerate docs/jobs.md from the catalog
+docs: install
+	DJANGO_SETTINGS_MODULE=config.settings.test $(PY) manage.py jobs list --format markdown > docs/jobs.md
+
+clean:
+	rm -rf $(VENV) .make db.sqlite3 staticfiles

@@ -1,0 +1,58 @@
+"""Celery: broker, results, routing by task-name prefix, delivery guarantees."""
+
+from __future__ import annotations
+
+import environ
+
+env = environ.Env()
+
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="redis://127.0.0.1:6379/0")
+CELERY_RESULT_BACKEND = env.str("CELERY_RESULT_BACKEND", default="django-db")
+CELERY_RESULT_EXTENDED = True
+CELERY_RESULT_EXPIRES = 60 * 60 * 24 * 14  # celery.backend_cleanup keeps two weeks of results
+CELERY_CACHE_BACKEND = "default"
+
+# JSON only: a pickle payload on a shared broker is remote code execution.
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_TIMEZONE = env.str("TIME_ZONE", default="UTC")
+CELERY_ENABLE_UTC = True
+
+# A task is acknowledged after it ran, and put back when its worker process dies,
+# so every task must be idempotent (they are: see docs/architecture.md).
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_TIME_LIMIT = 30 * 60
+CELERY_TASK_SOFT_TIME_LIMIT = 25 * 60
+CELERY_WORKER_MAX_TASKS_PER_CHILD = 1000
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Redis redelivers an unacknowledged message after this long. It must exceed the
+# longest countdown (a retry backs off 10 minutes at most, a driver offer expires
+# after DRIVER_ASSIGNMENT_TIMEOUT_SECONDS) and the 30-minute hard limit, or a task
+# still running or still waiting would be delivered twice.
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 2 * 60 * 60}
+
+# Events for Flower, and STARTED states in the results table.
+CELERY_WORKER_SEND_TASK_EVENTS = True
+CELERY_TASK_SEND_SENT_EVENT = True
+CELERY_TASK_TRACK_STARTED = True
+
+CELERY_QUEUES = ("default", "payments", "logistics", "notifications", "maintenance")
+CELERY_TASK_DEFAULT_QUEUE = "default"
+CELERY_TASK_CREATE_MISSING_QUEUES = True
+CELERY_TASK_ROUTES = {
+    "core.*": {"queue": "default"},
+    "payments.*": {"queue": "payments"},
+    "logistics.*": {"queue": "logistics"},
+    "notifications.*": {"queue": "notifications"},
+    "maintenance.*": {"queue": "maintenance"},
+    "celery.backend_cleanup": {"queue": "maintenance"},
+}
+
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# Beat re-reads changed schedules from the database at most this often.
+CELERY_BEAT_MAX_LOOP_INTERVAL = env.int("CELERY_BEAT_MAX_LOOP_INTERVAL", default=5)
+
+FLOWER_BASIC_AUTH = env.str("FLOWER_BASIC_AUTH", default="")

@@ -1,0 +1,24 @@
+from __future__ import annotations
+
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from core.views import health
+
+# Each domain app adds its v1 routes in <app>/urls.py (api_v1_urlpatterns) and
+# any unversioned routes the seed clients call (urlpatterns).
+api_v1 = [
+    path("", include("core.urls")),
+    path("", include(("notifications.urls", "notifications"), namespace="notifications")),
+    path("", include(("payments.urls", "payments"), namespace="payments")),
+    path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="swagger-ui"),
+]
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("health/", health, name="health"),
+    path("api/v1/", include((api_v1, "api"), namespace="api")),
+    path("api/", include(("logistics.urls", "logistics"), namespace="logistics")),
+]

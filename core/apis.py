@@ -1,0 +1,166 @@
+"""Staff REST API for jobs and tasks: /api/v1/admin/jobs/ and /api/v1/admin/tasks/."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import Q
+from django.urls import reverse
+from django_celery_results.models import TaskResult
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import status
+from rest_framework.permissions import IsAdminUser
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+from rest_framework.views import exception_handler as drf_exception_handler
+
+from core.catalog import InvalidJobParams, UnknownJob
+from core.models import JobRun
+from core.scheduler import BrokerUnavailable, SchedulerService
+from core.serializers import (
+    JobRunSerializer,
+    JobStatusSerializer,
+    RevokeInputSerializer,
+    TaskStatusSerializer,
+    TriggerAcceptedSerializer,
+    TriggerDoneSerializer,
+    TriggerInputSerializer,
+)
+
+
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    """DRF's handler, plus the catalog's own errors as 404 / 400 / 503."""
+    if isinstance(exc, UnknownJob):
+        return Response({"detail": str(exc)}, status=status.HTTP_404_NOT_FOUND)
+    if isinstance(exc, InvalidJobParams):
+        return Response({"detail": str(exc), "errors": exc.errors}, status=status.HTTP_400_BAD_REQUEST)
+    if isinstance(exc, BrokerUnavailable):
+        return Response({"detail": str(exc)}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
+    return drf_exception_handler(exc, context)
+
+
+class StaffAPIView(APIView):
+    permission_classes = [IsAdminUser]
+
+
+class JobListApi(StaffAPIView):
+    @extend_schema(responses=JobStatusSerializer(many=True), summary="List catalog jobs with their status")
+    def get(self, request: Request) -> Response:
+        return Response(JobStatusSerializer(SchedulerService.get_task_status(), many=True).data)
+
+
+class JobDetailApi(StaffAPIView):
+    @extend_schema(responses={200: JobStatusSerializer, 404: OpenApiResponse(description="Unknown job key")})
+    def get(self, request: Request, key: str) -> Response:
+        return Response(JobStatusSerializer(SchedulerService.get_task_status(key)).data)
+
+
+class JobTriggerApi(StaffAPIView):
+    @extend_schema(
+        request=TriggerInputSerializer,
+        responses={
+            202: TriggerAcceptedSerializer,
+            200: TriggerDoneSerializer,
+            400: OpenApiResponse(description="Invalid parameters: the field and the reason"),
+            404: OpenApiResponse(description="Unknown job key"),
+            503: OpenApiResponse(description="The broker is unreachable"),
+        },
+        summary="Run a job now (queued, or inline with async=false)",
+    )
+    def post(self, request: Request, key: str) -> Response:
+        SchedulerService.get_task_status(key)  # 404 before validating the body
+        body = TriggerInputSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        sync = not body.validated_data["async"]
+        run = SchedulerService.trigger_manual_update(
+            key, body.validated_data["params"], sync=sync, source="api", user_id=request.user.pk
+        )
+        data: dict[str, Any] = {
+            "task_id": run.task_id,
+            "job_run_id": run.id,
+            "status": run.status,
+            "status_url": request.build_absolute_uri(reverse("api:task-detail", args=[run.task_id])),
+        }
+        if sync:
+            data.update(summary=run.summary, error=run.error)
+            return Response(TriggerDoneSerializer(data).data, status=status.HTTP_200_OK)
+        return Response(TriggerAcceptedSerializer(data).data, status=status.HTTP_202_ACCEPTED)
+
+
+_JOB_TO_CELERY_STATE = {
+    JobRun.Status.QUEUED: "PENDING",
+    JobRun.Status.RUNNING: "STARTED",
+    JobRun.Status.RETRYING: "RETRY",
+    JobRun.Status.SUCCEEDED: "SUCCESS",
+    JobRun.Status.FAILED: "FAILURE",
+    JobRun.Status.SKIPPED: "SUCCESS",
+    JobRun.Status.REVOKED: "REVOKED",
+}
+
+
+def task_status_read(task_id: str) -> dict[str, Any] | None:
+    """What we know of a task id from our own rows; None when we never issued it."""
+    run = JobRun.objects.filter(task_id=task_id).first()
+    result = TaskResult.objects.filter(task_id=task_id).first()
+    if run is None and result is None:
+        return None
+    if result is not None:
+        state, payload = result.status, _decode(result.result)
+        date_done, tb, name = result.date_done, result.traceback, result.task_name
+    else:
+        assert run is not None
+        state, payload, date_done, tb, name = _JOB_TO_CELERY_STATE[run.status], run.summary, None, None, run.task_name
+    if run is not None and run.status == JobRun.Status.REVOKED:
+        state = "REVOKED"
+    return {
+        "task_id": task_id,
+        "task_name": name or (run.task_name if run else None),
+        "state": state,
+        "result": payload,
+        "traceback": tb,
+        "date_done": date_done,
+        "job_run": JobRunSerializer(run).data if run else None,
+    }
+
+
+def _decode(raw: str | None) -> Any:
+    import json
+
+    if raw is None:
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw
+
+
+class TaskDetailApi(StaffAPIView):
+    @extend_schema(responses={200: TaskStatusSerializer, 404: OpenApiResponse(description="Unknown task id")})
+    def get(self, request: Request, task_id: str) -> Response:
+        data = task_status_read(task_id)
+        if data is None:
+            return Response({"detail": f"No task with id {task_id!r}."}, status=status.HTTP_404_NOT_FOUND)
+        return Response(TaskStatusSerializer(data).data)
+
+
+class TaskRevokeApi(StaffAPIView):
+    @extend_schema(
+        request=RevokeInputSerializer,
+        responses={202: TaskStatusSerializer, 404: OpenApiResponse(description="Unknown task id")},
+        summary="Revoke a queued task (terminate=true also kills a running one)",
+    )
+    def post(self, request: Request, task_id: str) -> Response:
+        known = (
+            JobRun.objects.filter(task_id=task_id).exists() or TaskResult.objects.filter(Q(task_id=task_id)).exists()
+        )
+        if not known:
+            return Response({"detail": f"No task with id {task_id!r}."}, status=status.HTTP_404_NOT_FOUND)
+        body = RevokeInputSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        from config.celery import app
+        from core.services.jobruns import jobrun_mark_revoked
+
+        app.control.revoke(task_id, terminate=body.validated_data["terminate"])
+        jobrun_mark_revoked(task_id=task_id)
+        return Response(TaskStatusSerializer(task_status_read(task_id)).data, status=status.HTTP_202_ACCEPTED)

@@ -1,0 +1,75 @@
+"""A lease per job key: at most one copy of a job runs at a time.
+
+The holder renews the lease from a background thread while it works; a holder
+whose worker died stops renewing, and the lease lapses after `ttl_seconds`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from types import TracebackType
+
+from core.redis import get_redis
+
+logger = logging.getLogger(__name__)
+
+# Compare-and-act in Lua, so a lease that lapsed and went to another holder is
+# never renewed or released by the old one.
+_RENEW = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end return 0"
+_RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
+
+
+class JobLease:
+    def __init__(self, key: str, token: str, ttl_seconds: int) -> None:
+        self.key = f"jobs:lease:{key}"
+        self.token = token
+        self.ttl_ms = ttl_seconds * 1000
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def acquire(self) -> bool:
+        r = get_redis()
+        if r.set(self.key, self.token, nx=True, px=self.ttl_ms):
+            self._start_renewing()
+            return True
+        # The same task id redelivered after its worker died may take its own lease back.
+        if r.get(self.key) == self.token:
+            r.pexpire(self.key, self.ttl_ms)
+            self._start_renewing()
+            return True
+        return False
+
+    def holder(self) -> str | None:
+        value = get_redis().get(self.key)
+        return str(value) if value is not None else None
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2)
+        try:
+            get_redis().eval(_RELEASE, 1, self.key, self.token)
+        except Exception:  # the lease lapses on its own; a failed release must not fail the job
+            logger.warning("could not release lease %s", self.key, exc_info=True)
+
+    def _start_renewing(self) -> None:
+        interval = max(self.ttl_ms / 3000, 0.5)
+
+        def renew() -> None:
+            while not self._stop.wait(interval):
+                try:
+                    get_redis().eval(_RENEW, 1, self.key, self.token, self.ttl_ms)
+                except Exception:
+                    logger.warning("could not renew lease %s", self.key, exc_info=True)
+
+        self._thread = threading.Thread(target=renew, name=f"lease-{self.key}", daemon=True)
+        self._thread.start()
+
+    def __enter__(self) -> JobLease:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.release()

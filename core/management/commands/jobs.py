@@ -1,0 +1,148 @@
+"""python manage.py jobs list|status|run KEY [--param k=v] [--sync]|setup [--reset]"""
+
+from __future__ import annotations
+
+import json
+from argparse import ArgumentParser
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError
+
+from core.catalog import InvalidJobParams, Job, JobCatalog, UnknownJob
+from core.scheduler import BrokerUnavailable, SchedulerService
+
+
+def _parse_params(pairs: list[str]) -> dict[str, str]:
+    params: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise CommandError(f"--param takes name=value, got {pair!r}", returncode=2)
+        params[name] = value
+    return params
+
+
+def catalog_markdown(jobs: list[Job]) -> str:
+    lines = [
+        "# Job catalog",
+        "",
+        "Generated from the `jobs.py` of each app by `python manage.py jobs list --format markdown`;",
+        "`tests/core/test_docs.py` fails when this file is stale. Schedules are the defaults that",
+        "`python manage.py jobs setup` installs; operators change them in the admin.",
+        "",
+        "| key | task | queue | default schedule | enabled by default | expires (s) | what it does |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for job in jobs:
+        enabled = "yes" if job.enabled and job.schedule else ("no" if job.schedule else "manual only")
+        lines.append(
+            f"| `{job.key}` | `{job.task}` | `{job.queue}` | {job.schedule_text()} | {enabled} | "
+            f"{job.expire_seconds or '-'} | {job.description} |"
+        )
+    lines += ["", "## Parameters", ""]
+    for job in jobs:
+        fields = job.param_fields()
+        if not fields:
+            continue
+        lines.append(f"### `{job.key}`")
+        lines.append("")
+        for f in fields:
+            default = "" if f["default"] is None else f" (default {f['default']})"
+            lines.append(f"- `{f['name']}` ({f['type']}){default}: {f['help_text']}")
+        lines.append("")
+    lines += [
+        "Trigger any of them with `python manage.py jobs run KEY --param name=value`,",
+        "`POST /api/v1/admin/jobs/KEY/trigger/` or `SchedulerService.trigger_manual_update(KEY, {...})`.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+class Command(BaseCommand):
+    help = "List, inspect, run and set up the catalog jobs."
+
+    def add_arguments(self, parser: ArgumentParser) -> None:
+        sub = parser.add_subparsers(dest="action", required=True)
+        ls = sub.add_parser("list", help="the catalog")
+        ls.add_argument("--format", choices=["table", "markdown", "json"], default="table")
+        st = sub.add_parser("status", help="enabled, schedule, last and next run, last outcome")
+        st.add_argument("key", nargs="?")
+        st.add_argument("--json", action="store_true")
+        run = sub.add_parser("run", help="run a job now")
+        run.add_argument("key")
+        run.add_argument("--param", action="append", default=[], metavar="NAME=VALUE")
+        run.add_argument("--sync", action="store_true", help="run inline and print the summary")
+        setup = sub.add_parser("setup", help="create the missing default beat entries")
+        setup.add_argument("--reset", action="store_true", help="also reset edited entries to the defaults")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        try:
+            getattr(self, f"_{options['action']}")(options)
+        except UnknownJob as exc:
+            raise CommandError(str(exc), returncode=2) from exc
+        except InvalidJobParams as exc:
+            raise CommandError(str(exc), returncode=2) from exc
+        except BrokerUnavailable as exc:
+            raise CommandError(str(exc), returncode=1) from exc
+
+    def _list(self, options: dict[str, Any]) -> None:
+        jobs = JobCatalog.all()
+        if options["format"] == "markdown":
+            self.stdout.write(catalog_markdown(jobs), ending="")
+        elif options["format"] == "json":
+            rows = [
+                {
+                    "key": j.key,
+                    "task": j.task,
+                    "queue": j.queue,
+                    "schedule": j.schedule_text(),
+                    "enabled": j.enabled,
+                    "description": j.description,
+                    "params": j.param_fields(),
+                }
+                for j in jobs
+            ]
+            self.stdout.write(json.dumps(rows, indent=2, default=str))
+        else:
+            width = max(len(j.key) for j in jobs)
+            for j in jobs:
+                self.stdout.write(f"{j.key:<{width}}  {j.queue:<13}  {j.schedule_text():<28}  {j.description}")
+
+    def _status(self, options: dict[str, Any]) -> None:
+        result = SchedulerService.get_task_status(options["key"])
+        rows = [result] if isinstance(result, dict) else result
+        if options["json"]:
+            self.stdout.write(json.dumps(rows, indent=2, default=str))
+            return
+        header = (
+            f"{'job':<28} {'enabled':<8} {'schedule':<28} {'runs':>5}  {'last run':<20} {'last status':<11} next run"
+        )
+        self.stdout.write(header)
+        for r in rows:
+            enabled = ("yes" if r["enabled"] else "no") if r["scheduled"] else "manual"
+            last = r["last_run_at"].strftime("%Y-%m-%d %H:%M:%S") if r["last_run_at"] else "never"
+            nxt = r["next_run_at"].strftime("%Y-%m-%d %H:%M:%S") if r["next_run_at"] else "-"
+            self.stdout.write(
+                f"{r['key']:<28} {enabled:<8} {r['schedule']:<28} {r['runs_recorded']:>5}  {last:<20} "
+                f"{r['last_status'] or '-':<11} {nxt}"
+            )
+
+    def _run(self, options: dict[str, Any]) -> None:
+        params = _parse_params(options["param"])
+        run = SchedulerService.trigger_manual_update(options["key"], params, sync=options["sync"], source="cli")
+        if not options["sync"]:
+            self.stdout.write(f"Queued {run.job_key}: task {run.task_id} (job run {run.id}).")
+            self.stdout.write(f"Follow it: python manage.py jobs status {run.job_key}")
+            return
+        self.stdout.write(f"{run.job_key} {run.status} in {run.duration_ms} ms")
+        if run.summary is not None:
+            self.stdout.write(json.dumps(run.summary, indent=2, default=str))
+        if run.status == "failed":
+            raise CommandError(f"{run.job_key} failed: {run.error}", returncode=1)
+
+    def _setup(self, options: dict[str, Any]) -> None:
+        result = SchedulerService.setup_default_tasks(reset=options["reset"])
+        for what in ("created", "reset", "kept"):
+            if result[what]:
+                self.stdout.write(f"{what}: {', '.join(result[what])}")
+        self.stdout.write(self.style.SUCCESS("Default schedules are in place."))

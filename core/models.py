@@ -1,0 +1,114 @@
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractUser
+from django.core.validators import RegexValidator
+from django.db import models
+
+e164_validator = RegexValidator(
+    regex=r"^\+[1-9]\d{6,14}$", message="Enter a phone number in E.164 form, such as +14155550123."
+)
+
+
+class User(AbstractUser):
+    """The project's user from the first migration, so the domain apps can add to it freely."""
+
+    phone_number = models.CharField(max_length=16, blank=True, validators=[e164_validator])
+
+
+class JobRun(models.Model):
+    """One run of a catalog job, whatever started it."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        RETRYING = "retrying", "Retrying"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+        SKIPPED = "skipped", "Skipped (already running)"
+        REVOKED = "revoked", "Revoked"
+
+    class Source(models.TextChoices):
+        BEAT = "beat", "Beat schedule"
+        API = "api", "REST API"
+        ADMIN = "admin", "Admin"
+        SHELL = "shell", "Shell"
+        CLI = "cli", "manage.py"
+
+    FINISHED = (Status.SUCCEEDED, Status.FAILED, Status.SKIPPED, Status.REVOKED)
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    job_key = models.CharField(max_length=100, db_index=True)
+    task_name = models.CharField(max_length=200)
+    task_id = models.CharField(max_length=255, unique=True)
+    source = models.CharField(max_length=10, choices=Source.choices, db_index=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED, db_index=True)
+    params = models.JSONField(default=dict, blank=True)
+    summary = models.JSONField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    worker = models.CharField(max_length=255, blank=True)
+    triggered_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    queued_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    duration_ms = models.PositiveIntegerField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-queued_at"]
+        indexes = [models.Index(fields=["job_key", "-queued_at"], name="jobrun_job_recent")]
+
+    def __str__(self) -> str:
+        return f"{self.job_key} {self.status} ({self.task_id})"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in self.FINISHED
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": str(self.id),
+            "job": self.job_key,
+            "task_id": self.task_id,
+            "source": self.source,
+            "status": self.status,
+            "params": self.params,
+            "summary": self.summary,
+            "error": self.error,
+            "queued_at": self.queued_at.isoformat() if self.queued_at else None,
+            "started_at": self.started_at.isoformat() if self.started_at else None,
+            "finished_at": self.finished_at.isoformat() if self.finished_at else None,
+            "duration_ms": self.duration_ms,
+        }
+
+
+class AuditLog(models.Model):
+    """Who did what to which object; swept by maintenance.cleanup_old_audit_logs."""
+
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    action = models.CharField(max_length=100)
+    target = models.CharField(max_length=200, blank=True)
+    data = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.action} {self.target}"
+
+
+class Job(JobRun):
+    """Admin-only proxy: the job catalog page ("Run now") hangs off this entry."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "job"
+        verbose_name_plural = "jobs (catalog, run now)"

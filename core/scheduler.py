@@ -1,0 +1,216 @@
+"""SchedulerService: the one way to set up, trigger and inspect catalog jobs.
+
+Usable from `manage.py shell`:
+
+    >>> from core.scheduler import SchedulerService
+    >>> SchedulerService.setup_default_tasks()
+    >>> SchedulerService.trigger_manual_update("payment_timeouts")
+    >>> SchedulerService.get_task_status()
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import datetime
+from typing import Any
+
+from django.db import transaction
+from django.db.models import Count, Max
+from django.utils import timezone
+from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask, PeriodicTasks
+
+from core.catalog import Crontab, Every, Job, JobCatalog
+from core.models import JobRun
+from core.services import jobruns
+from core.task_base import SOURCE_HEADER
+
+
+class BrokerUnavailable(RuntimeError):
+    pass
+
+
+def _schedule_row(job: Job) -> dict[str, Any]:
+    schedule = job.schedule
+    if isinstance(schedule, Every):
+        interval, _ = IntervalSchedule.objects.get_or_create(every=schedule.seconds, period=IntervalSchedule.SECONDS)
+        return {"interval": interval, "crontab": None}
+    assert isinstance(schedule, Crontab)
+    cron, _ = CrontabSchedule.objects.get_or_create(
+        minute=schedule.minute,
+        hour=schedule.hour,
+        day_of_week=schedule.day_of_week,
+        day_of_month=schedule.day_of_month,
+        month_of_year=schedule.month_of_year,
+        timezone=schedule.timezone,
+    )
+    return {"interval": None, "crontab": cron}
+
+
+def _periodic_defaults(job: Job) -> dict[str, Any]:
+    return {
+        "task": job.task,
+        "enabled": job.enabled,
+        "description": job.description,
+        "expire_seconds": job.expire_seconds,
+        "args": "[]",
+        "kwargs": "{}",
+        "solar": None,
+        "clocked": None,
+        "one_off": False,
+        **_schedule_row(job),
+    }
+
+
+def describe_periodic_task(task: PeriodicTask) -> str:
+    if task.interval_id:
+        return _interval_text(task.interval)
+    if task.crontab_id:
+        c = task.crontab
+        from core.catalog import describe_crontab
+
+        return describe_crontab(c.minute, c.hour, c.day_of_week, c.day_of_month, c.month_of_year, str(c.timezone))
+    return "one-off or solar schedule"
+
+
+def _interval_text(interval: IntervalSchedule) -> str:
+    from core.catalog import describe_interval
+
+    seconds = {
+        IntervalSchedule.DAYS: 86400,
+        IntervalSchedule.HOURS: 3600,
+        IntervalSchedule.MINUTES: 60,
+        IntervalSchedule.SECONDS: 1,
+        IntervalSchedule.MICROSECONDS: 0,
+    }[interval.period]
+    return describe_interval(interval.every * seconds) if seconds else f"every {interval.every} µs"
+
+
+def _next_run(task: PeriodicTask) -> datetime | None:
+    if not task.enabled:
+        return None
+    schedule = task.schedule
+    last = task.last_run_at or task.start_time or task.date_changed or timezone.now()
+    try:
+        remaining = schedule.remaining_estimate(last)
+    except Exception:
+        return None
+    nxt = timezone.now() + remaining if remaining.total_seconds() > 0 else timezone.now()
+    return nxt
+
+
+class SchedulerService:
+    @staticmethod
+    def setup_default_tasks(reset: bool = False) -> dict[str, list[str]]:
+        """Create the beat entries that are missing; keep what an operator changed unless `reset`.
+
+        Entries are matched on their name, which is the job key, and updated in
+        place: never deleted and recreated, so run counts and history survive.
+        """
+        created: list[str] = []
+        reset_keys: list[str] = []
+        kept: list[str] = []
+        with transaction.atomic():
+            for job in JobCatalog.all():
+                if job.schedule is None:
+                    continue
+                existing = PeriodicTask.objects.select_for_update().filter(name=job.key).first()
+                if existing is None:
+                    PeriodicTask.objects.create(name=job.key, **_periodic_defaults(job))
+                    created.append(job.key)
+                elif reset:
+                    for attr, value in _periodic_defaults(job).items():
+                        setattr(existing, attr, value)
+                    existing.save()
+                    reset_keys.append(job.key)
+                else:
+                    kept.append(job.key)
+            if created or reset_keys:
+                PeriodicTasks.update_changed()
+        return {"created": created, "reset": reset_keys, "kept": kept}
+
+    @staticmethod
+    def trigger_manual_update(
+        key: str,
+        params: dict[str, Any] | None = None,
+        sync: bool = False,
+        source: str = "shell",
+        user_id: int | None = None,
+    ) -> JobRun:
+        """Validate `params`, then enqueue the job on its queue (or run it inline when `sync`).
+
+        Raises UnknownJob or InvalidJobParams before anything is recorded or sent.
+        """
+        job = JobCatalog.get(key)
+        kwargs = job.validate_params(params)
+        if source not in JobRun.Source.values:
+            raise ValueError(f"source must be one of {', '.join(JobRun.Source.values)}")
+        from celery import current_app
+
+        task = current_app.tasks[job.task]
+        task_id = str(uuid.uuid4())
+        run = jobruns.jobrun_create_queued(job=job, task_id=task_id, source=source, params=kwargs, user_id=user_id)
+        headers = {SOURCE_HEADER: source}
+        if sync:
+            task.apply(kwargs=kwargs, task_id=task_id, headers=headers, throw=False)
+            run.refresh_from_db()
+            return run
+
+        def send() -> None:
+            try:
+                task.apply_async(kwargs=kwargs, task_id=task_id, headers=headers)
+            except Exception as exc:  # the broker is down: say so rather than leave a run "queued" forever
+                jobruns.jobrun_mark_failed(task_id=task_id, exc=exc)
+                raise BrokerUnavailable(f"Could not reach the broker to enqueue {key}: {exc}") from exc
+
+        transaction.on_commit(send)
+        return run
+
+    @staticmethod
+    def get_task_status(key: str | None = None) -> list[dict[str, Any]] | dict[str, Any]:
+        """Per job: enabled, schedule in words, last and next run, run count, last outcome."""
+        jobs = [JobCatalog.get(key)] if key else JobCatalog.all()
+        keys = [j.key for j in jobs]
+        periodic = {t.name: t for t in PeriodicTask.objects.filter(name__in=keys).select_related("interval", "crontab")}
+        stats = {
+            row["job_key"]: row
+            for row in JobRun.objects.filter(job_key__in=keys)
+            .values("job_key")
+            .annotate(runs=Count("id"), last_queued=Max("queued_at"))
+        }
+        last_runs: dict[str, JobRun] = {}
+        for job_key in keys:
+            run = JobRun.objects.filter(job_key=job_key).order_by("-queued_at").first()
+            if run is not None:
+                last_runs[job_key] = run
+        out = []
+        for job in jobs:
+            entry = periodic.get(job.key)
+            last = last_runs.get(job.key)
+            nxt = _next_run(entry) if entry else None
+            out.append(
+                {
+                    "key": job.key,
+                    "task": job.task,
+                    "queue": job.queue,
+                    "description": job.description,
+                    "scheduled": entry is not None,
+                    "enabled": bool(entry and entry.enabled),
+                    "schedule": describe_periodic_task(entry) if entry else job.schedule_text(),
+                    "default_schedule": job.schedule_text(),
+                    "last_run_at": (entry.last_run_at if entry else None) or (last.queued_at if last else None),
+                    "total_run_count": entry.total_run_count if entry else 0,
+                    "runs_recorded": stats.get(job.key, {}).get("runs", 0),
+                    "next_run_at": nxt,
+                    "last_status": last.status if last else None,
+                    "last_summary": last.summary if last else None,
+                    "last_error": last.error if last else "",
+                    "last_task_id": last.task_id if last else None,
+                    "params": job.param_fields(),
+                }
+            )
+        return out[0] if key else out
+
+
+def jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))

@@ -1,0 +1,95 @@
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework import serializers
+
+
+class TriggerInputSerializer(serializers.Serializer):
+    params = serializers.DictField(required=False, default=dict, help_text="The job's parameters.")
+
+    def get_fields(self) -> dict[str, serializers.Field]:
+        fields = super().get_fields()
+        # `async` is a Python keyword, so it cannot be a class attribute.
+        fields["async"] = serializers.BooleanField(
+            required=False, default=True, help_text="false runs the job inline and returns its summary."
+        )
+        return fields
+
+
+class ParamFieldSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    type = serializers.CharField()
+    required = serializers.BooleanField()
+    default = serializers.JSONField(allow_null=True)
+    help_text = serializers.CharField()
+
+
+class JobStatusSerializer(serializers.Serializer):
+    key = serializers.CharField()
+    task = serializers.CharField()
+    queue = serializers.CharField()
+    description = serializers.CharField()
+    scheduled = serializers.BooleanField()
+    enabled = serializers.BooleanField()
+    schedule = serializers.CharField()
+    default_schedule = serializers.CharField()
+    last_run_at = serializers.DateTimeField(allow_null=True)
+    next_run_at = serializers.DateTimeField(allow_null=True)
+    total_run_count = serializers.IntegerField()
+    runs_recorded = serializers.IntegerField()
+    last_status = serializers.CharField(allow_null=True)
+    last_summary = serializers.JSONField(allow_null=True)
+    last_error = serializers.CharField(allow_blank=True)
+    last_task_id = serializers.CharField(allow_null=True)
+    params = ParamFieldSerializer(many=True)
+
+
+class JobRunSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    job = serializers.CharField(source="job_key")
+    task_id = serializers.CharField()
+    source = serializers.CharField()
+    status = serializers.CharField()
+    params = serializers.JSONField()
+    summary = serializers.JSONField(allow_null=True)
+    error = serializers.CharField(allow_blank=True)
+    attempts = serializers.IntegerField()
+    queued_at = serializers.DateTimeField()
+    started_at = serializers.DateTimeField(allow_null=True)
+    finished_at = serializers.DateTimeField(allow_null=True)
+    duration_ms = serializers.IntegerField(allow_null=True)
+
+
+class TriggerAcceptedSerializer(serializers.Serializer):
+    task_id = serializers.CharField()
+    job_run_id = serializers.UUIDField()
+    status = serializers.CharField()
+    status_url = serializers.CharField()
+
+
+class TriggerDoneSerializer(TriggerAcceptedSerializer):
+    summary = serializers.JSONField(allow_null=True)
+    error = serializers.CharField(allow_blank=True)
+
+
+class TaskStatusSerializer(serializers.Serializer):
+    task_id = serializers.CharField()
+    task_name = serializers.CharField(allow_null=True)
+    state = serializers.CharField(
+        help_text="Celery state: PENDING (queued), STARTED, RETRY, SUCCESS, FAILURE, REVOKED."
+    )
+    result = serializers.JSONField(allow_null=True)
+    traceback = serializers.CharField(allow_null=True)
+    date_done = serializers.DateTimeField(allow_null=True)
+    job_run = JobRunSerializer(allow_null=True)
+
+
+class RevokeInputSerializer(serializers.Serializer):
+    terminate = serializers.BooleanField(
+        required=False, default=False, help_text="Also kill the task if a worker is already running it."
+    )
+
+
+def errors_to_text(errors: dict[str, Any]) -> str:
+    return "; ".join(f"{k}: {' '.join(map(str, v)) if isinstance(v, list) else v}" for k, v in errors.items())

@@ -1,0 +1,72 @@
+"""What /health/ reports: database, broker, workers and beat, each up or down with a reason."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from django.conf import settings
+from django.db import connection
+
+from core.redis import get_redis
+
+HEARTBEAT_KEY = "core:beat:last_heartbeat"
+
+
+def beat_heartbeat_record() -> dict[str, float]:
+    now = time.time()
+    get_redis().set(HEARTBEAT_KEY, repr(now))
+    return {"recorded_at": now}
+
+
+def beat_heartbeat_age() -> float | None:
+    value = get_redis().get(HEARTBEAT_KEY)
+    return None if value is None else time.time() - float(value)
+
+
+def _check_database() -> dict[str, Any]:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+    return {"ok": True}
+
+
+def _check_broker() -> dict[str, Any]:
+    from config.celery import app
+
+    with app.connection_for_write() as conn:
+        conn.ensure_connection(max_retries=1, timeout=2)
+    return {"ok": True}
+
+
+def _check_workers() -> dict[str, Any]:
+    from config.celery import app
+
+    replies = app.control.ping(timeout=1.0)
+    workers = sorted(name for reply in replies for name in reply)
+    if not workers:
+        return {"ok": False, "error": "no worker answered a ping within 1 second"}
+    return {"ok": True, "workers": workers}
+
+
+def _check_beat() -> dict[str, Any]:
+    age = beat_heartbeat_age()
+    limit = settings.BEAT_HEARTBEAT_MAX_AGE_SECONDS
+    if age is None:
+        return {"ok": False, "error": "beat has never recorded a heartbeat (is `celery beat` running?)"}
+    if age > limit:
+        return {"ok": False, "error": f"last heartbeat {age:.0f}s ago (limit {limit}s)", "age_seconds": round(age)}
+    return {"ok": True, "age_seconds": round(age, 1)}
+
+
+CHECKS = {"database": _check_database, "broker": _check_broker, "workers": _check_workers, "beat": _check_beat}
+
+
+def health_report() -> dict[str, Any]:
+    parts: dict[str, Any] = {}
+    for name, check in CHECKS.items():
+        try:
+            parts[name] = check()
+        except Exception as exc:
+            parts[name] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+    down = [name for name, part in parts.items() if not part["ok"]]
+    return {"status": "ok" if not down else "down", "down": down, "checks": parts}

@@ -1,0 +1,89 @@
+"""Writes to core.JobRun. Called by the job-aware task base, never by tasks themselves."""
+
+from __future__ import annotations
+
+import traceback
+from typing import Any
+
+from django.db.models import F
+from django.utils import timezone
+
+from core.catalog import Job
+from core.models import JobRun
+
+
+def jobrun_create_queued(
+    *, job: Job, task_id: str, source: str, params: dict[str, Any], user_id: int | None = None
+) -> JobRun:
+    return JobRun.objects.create(
+        job_key=job.key,
+        task_name=job.task,
+        task_id=task_id,
+        source=source,
+        status=JobRun.Status.QUEUED,
+        params=params,
+        triggered_by_id=user_id,
+    )
+
+
+def jobrun_mark_running(*, job: Job, task_id: str, source: str, params: dict[str, Any], worker: str) -> JobRun:
+    """The run is starting (or starting again after a retry or a redelivery)."""
+    run, created = JobRun.objects.get_or_create(
+        task_id=task_id,
+        defaults={
+            "job_key": job.key,
+            "task_name": job.task,
+            "source": source,
+            "params": params,
+            "status": JobRun.Status.RUNNING,
+            "started_at": timezone.now(),
+            "attempts": 1,
+            "worker": worker,
+        },
+    )
+    if not created:
+        JobRun.objects.filter(pk=run.pk).update(
+            status=JobRun.Status.RUNNING,
+            started_at=timezone.now(),
+            finished_at=None,
+            attempts=F("attempts") + 1,
+            worker=worker,
+        )
+    return run
+
+
+def _finish(task_id: str, *, status: str, summary: Any = None, error: str = "") -> None:
+    now = timezone.now()
+    run = JobRun.objects.filter(task_id=task_id).only("started_at").first()
+    if run is None:
+        return
+    duration = int((now - run.started_at).total_seconds() * 1000) if run.started_at else None
+    JobRun.objects.filter(task_id=task_id).update(
+        status=status, summary=summary, error=error, finished_at=now, duration_ms=duration
+    )
+
+
+def jobrun_mark_succeeded(*, task_id: str, result: Any) -> None:
+    summary = result if isinstance(result, dict) else {"result": result}
+    _finish(task_id, status=JobRun.Status.SUCCEEDED, summary=summary)
+
+
+def jobrun_mark_failed(*, task_id: str, exc: BaseException) -> None:
+    text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+    _finish(task_id, status=JobRun.Status.FAILED, error=text[:5000])
+
+
+def jobrun_mark_skipped(*, task_id: str, holder: str | None) -> dict[str, Any]:
+    summary = {"skipped": True, "reason": "another run of this job is in progress", "running_task_id": holder}
+    _finish(task_id, status=JobRun.Status.SKIPPED, summary=summary)
+    return summary
+
+
+def jobrun_mark_retrying(*, task_id: str, reason: str) -> None:
+    JobRun.objects.filter(task_id=task_id).update(status=JobRun.Status.RETRYING, error=reason[:5000])
+
+
+def jobrun_mark_revoked(*, task_id: str) -> int:
+    return JobRun.objects.filter(
+        task_id=task_id, status__in=[JobRun.Status.QUEUED, JobRun.Status.RETRYING, JobRun.Status.RUNNING]
+    ).update(status=JobRun.Status.REVOKED, finished_at=timezone.now())

@@ -1,0 +1,62 @@
+"""The Celery base task for the whole project (config/celery.py sets it as task_cls).
+
+A task named in the job catalog records each run in core.JobRun (queued → running →
+succeeded | failed | retrying, or skipped when another copy holds the job's lease).
+Every other task runs exactly as a plain Celery task.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Task
+from celery.exceptions import Ignore, Retry
+
+SOURCE_HEADER = "job_source"
+
+
+class JobAwareTask(Task):
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        from core.catalog import JobCatalog
+
+        task_id = self.request.id
+        job = JobCatalog.for_task(self.name) if task_id else None
+        if job is None:
+            return super().__call__(*args, **kwargs)
+        return self._run_recorded(job, task_id, args, kwargs)
+
+    def _source(self) -> str:
+        source = getattr(self.request, SOURCE_HEADER, None)
+        if source:
+            return str(source)
+        if getattr(self.request, "periodic_task_name", None):
+            return "beat"
+        return "shell"  # a bare .delay() from a Django shell or another task
+
+    def _run_recorded(self, job: Any, task_id: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        from core.leases import JobLease
+        from core.services import jobruns
+
+        jobruns.jobrun_mark_running(
+            job=job, task_id=task_id, source=self._source(), params=kwargs, worker=self.request.hostname or ""
+        )
+        lease = None
+        if not job.allow_overlap:
+            lease = JobLease(job.key, task_id, job.lease_seconds)
+            if not lease.acquire():
+                return jobruns.jobrun_mark_skipped(task_id=task_id, holder=lease.holder())
+        try:
+            result = super().__call__(*args, **kwargs)
+        except Retry as exc:
+            jobruns.jobrun_mark_retrying(task_id=task_id, reason=str(exc.exc or exc))
+            raise
+        except Ignore:
+            raise
+        except BaseException as exc:
+            jobruns.jobrun_mark_failed(task_id=task_id, exc=exc)
+            raise
+        finally:
+            if lease is not None:
+                lease.release()
+        jobruns.jobrun_mark_succeeded(task_id=task_id, result=result)
+        return result

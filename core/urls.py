@@ -1,0 +1,13 @@
+from __future__ import annotations
+
+from django.urls import path
+
+from core import apis
+
+urlpatterns = [
+    path("admin/jobs/", apis.JobListApi.as_view(), name="job-list"),
+    path("admin/jobs/<str:key>/", apis.JobDetailApi.as_view(), name="job-detail"),
+    path("admin/jobs/<str:key>/trigger/", apis.JobTriggerApi.as_view(), name="job-trigger"),
+    path("admin/tasks/<str:task_id>/", apis.TaskDetailApi.as_view(), name="task-detail"),
+    path("admin/tasks/<str:task_id>/revoke/", apis.TaskRevokeApi.as_view(), name="task-revoke"),
+]

@@ -1,0 +1,56 @@
+"""Shared fixtures: personas, API clients, and a clean Redis for every test."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from django.conf import settings
+from rest_framework.test import APIClient
+
+from core.models import User
+
+
+def _assert_test_redis(url: str) -> None:
+    # Guard against wiping a developer's Redis: the suite only flushes its own databases.
+    db = int(url.rsplit("/", 1)[-1] or 0)
+    assert settings.SETTINGS_MODULE.endswith(".test") and db >= 2, f"refusing to flush {url}"
+
+
+@pytest.fixture(autouse=True)
+def clean_redis() -> Iterator[None]:
+    from core.redis import get_redis
+
+    _assert_test_redis(settings.REDIS_URL)
+    get_redis().flushdb()
+    yield
+
+
+@pytest.fixture
+def staff_user(db: Any) -> User:
+    return User.objects.create_user(username="staff", password="pw-staff-1", is_staff=True, email="staff@example.com")
+
+
+@pytest.fixture
+def customer(db: Any) -> User:
+    return User.objects.create_user(username="customer", password="pw-customer-1", email="customer@example.com")
+
+
+@pytest.fixture
+def anon_client() -> APIClient:
+    return APIClient()
+
+
+@pytest.fixture
+def staff_client(staff_user: User) -> APIClient:
+    client = APIClient()
+    client.force_authenticate(staff_user)
+    return client
+
+
+@pytest.fixture
+def customer_client(customer: User) -> APIClient:
+    client = APIClient()
+    client.force_authenticate(customer)
+    return client

@@ -1,0 +1,103 @@
+from __future__ import annotations
+
+import pytest
+from django_celery_beat.models import IntervalSchedule, PeriodicTask
+
+from core.catalog import InvalidJobParams, JobCatalog, UnknownJob
+from core.models import JobRun
+from core.scheduler import SchedulerService
+
+pytestmark = pytest.mark.django_db
+
+
+def test_setup_creates_a_beat_entry_named_after_each_scheduled_job() -> None:
+    result = SchedulerService.setup_default_tasks()
+
+    scheduled = [j.key for j in JobCatalog.all() if j.schedule is not None]
+    assert sorted(result["created"]) == sorted(scheduled)
+    heartbeat = PeriodicTask.objects.get(name="beat_heartbeat")
+    assert heartbeat.task == "core.beat_heartbeat"
+    assert heartbeat.interval.every == 30 and heartbeat.interval.period == IntervalSchedule.SECONDS
+    assert heartbeat.expire_seconds == 30
+    assert not PeriodicTask.objects.filter(name="sleep").exists()  # manual-only jobs get no beat entry
+
+
+def test_setup_twice_changes_nothing_the_second_time() -> None:
+    SchedulerService.setup_default_tasks()
+    before = list(PeriodicTask.objects.values_list("id", "name", "interval_id", "crontab_id", "enabled"))
+
+    result = SchedulerService.setup_default_tasks()
+
+    assert result["created"] == []
+    assert list(PeriodicTask.objects.values_list("id", "name", "interval_id", "crontab_id", "enabled")) == before
+
+
+def test_setup_keeps_an_operators_edit_unless_reset() -> None:
+    SchedulerService.setup_default_tasks()
+    task = PeriodicTask.objects.get(name="beat_heartbeat")
+    task.interval = IntervalSchedule.objects.create(every=45, period=IntervalSchedule.SECONDS)
+    task.enabled = False
+    task.total_run_count = 7
+    task.save()
+
+    SchedulerService.setup_default_tasks()
+    task.refresh_from_db()
+    assert (task.interval.every, task.enabled) == (45, False)
+
+    SchedulerService.setup_default_tasks(reset=True)
+    task.refresh_from_db()
+    assert (task.interval.every, task.enabled) == (30, True)
+    assert task.total_run_count == 7  # updated in place, never deleted and recreated
+
+
+def test_an_unknown_job_key_is_refused_and_nothing_is_recorded() -> None:
+    with pytest.raises(UnknownJob):
+        SchedulerService.trigger_manual_update("no_such_job")
+    assert not JobRun.objects.exists()
+
+
+def test_invalid_parameters_name_the_field_and_nothing_is_recorded() -> None:
+    with pytest.raises(InvalidJobParams) as info:
+        SchedulerService.trigger_manual_update("sleep", {"seconds": -5})
+    assert "seconds" in info.value.errors
+
+    with pytest.raises(InvalidJobParams) as info:
+        SchedulerService.trigger_manual_update("sleep", {"colour": "red"})
+    assert "colour" in info.value.errors
+    assert not JobRun.objects.exists()
+
+
+def test_a_sync_trigger_runs_inline_and_records_the_summary() -> None:
+    run = SchedulerService.trigger_manual_update("sleep", {"seconds": 0}, sync=True, source="shell")
+
+    assert run.status == JobRun.Status.SUCCEEDED
+    assert run.summary == {"slept_seconds": 0}
+    assert run.source == "shell" and run.params == {"seconds": 0}
+    assert run.started_at is not None and run.finished_at is not None and run.duration_ms is not None
+
+
+def test_a_sync_run_is_skipped_while_another_holds_the_jobs_lease() -> None:
+    from core.leases import JobLease
+
+    other = JobLease("sleep", "someone-else", ttl_seconds=30)
+    assert other.acquire()
+    try:
+        run = SchedulerService.trigger_manual_update("sleep", {"seconds": 0}, sync=True)
+    finally:
+        other.release()
+
+    assert run.status == JobRun.Status.SKIPPED
+    assert run.summary["running_task_id"] == "someone-else"
+
+
+def test_status_reports_schedule_in_words_and_the_last_outcome() -> None:
+    SchedulerService.setup_default_tasks()
+    SchedulerService.trigger_manual_update("beat_heartbeat", sync=True)
+
+    status = SchedulerService.get_task_status("beat_heartbeat")
+
+    assert status["enabled"] is True
+    assert status["schedule"] == "every 30 seconds"
+    assert status["last_status"] == "succeeded"
+    assert status["runs_recorded"] == 1
+    assert status["next_run_at"] is not None
