@@ -19,7 +19,6 @@ from core.catalog import InvalidJobParams, UnknownJob
 from core.models import JobRun
 from core.scheduler import BrokerUnavailable, SchedulerService
 from core.serializers import (
-    JobRunSerializer,
     JobStatusSerializer,
     RevokeInputSerializer,
     TaskStatusSerializer,
@@ -120,7 +119,7 @@ def task_status_read(task_id: str) -> dict[str, Any] | None:
         "result": payload,
         "traceback": tb,
         "date_done": date_done,
-        "job_run": JobRunSerializer(run).data if run else None,
+        "job_run": run,
     }
 
 

@@ -39,7 +39,8 @@ CELERY_WORKER_SEND_TASK_EVENTS = True
 CELERY_TASK_SEND_SENT_EVENT = True
 CELERY_TASK_TRACK_STARTED = True
 
-CELERY_QUEUES = ("default", "payments", "logistics", "notifications", "maintenance")
+# Not CELERY_-prefixed: Celery would read that name as its own `task_queues`.
+JOB_QUEUES = ("default", "payments", "logistics", "notifications", "maintenance")
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_CREATE_MISSING_QUEUES = True
 CELERY_TASK_ROUTES = {

@@ -10,3 +10,5 @@ SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="test-only-key-not-secret-0123
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
 ALLOWED_HOSTS = ["*"]
+# Static files are not collected for tests.
+MIDDLEWARE = [m for m in MIDDLEWARE if "whitenoise" not in m]

@@ -31,9 +31,10 @@ def _check_database() -> dict[str, Any]:
 
 
 def _check_broker() -> dict[str, Any]:
-    from config.celery import app
+    from kombu import Connection
 
-    with app.connection_for_write() as conn:
+    # A fresh connection, not the pool's: a pooled one can hide a broker that went away.
+    with Connection(settings.CELERY_BROKER_URL, connect_timeout=2) as conn:
         conn.ensure_connection(max_retries=1, timeout=2)
     return {"ok": True}
 

@@ -21,7 +21,7 @@ from django.conf import settings
 from django.db import connection
 
 ROOT = Path(__file__).resolve().parents[2]
-ALL_QUEUES = ",".join(settings.CELERY_QUEUES)
+ALL_QUEUES = ",".join(settings.JOB_QUEUES)
 
 
 def wait_for(predicate: Callable[[], Any], *, timeout: float, interval: float = 0.2, message: str = "") -> Any:

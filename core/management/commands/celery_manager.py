@@ -12,7 +12,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 PROCESSES = {
-    "worker": ["worker", "-l", "info", "-Q", ",".join(settings.CELERY_QUEUES)],
+    "worker": ["worker", "-l", "info", "-Q", ",".join(settings.JOB_QUEUES)],
     "beat": ["beat", "-l", "info", "--scheduler", "django_celery_beat.schedulers:DatabaseScheduler"],
     "flower": ["flower"],
 }
@@ -59,7 +59,7 @@ class Command(BaseCommand):
     def _purge(self, options: dict[str, Any]) -> None:
         from config.celery import app
 
-        queues = (options["queues"] or ",".join(settings.CELERY_QUEUES)).split(",")
+        queues = (options["queues"] or ",".join(settings.JOB_QUEUES)).split(",")
         if not options["yes"]:
             if not sys.stdin.isatty():
                 raise CommandError("Refusing to purge without confirmation: pass --yes.")

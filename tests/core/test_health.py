@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+import time
+
+import pytest
+from django.test import Client
+
+from core.redis import get_redis
+from core.services.health import HEARTBEAT_KEY, beat_heartbeat_record
+
+pytestmark = pytest.mark.django_db
+
+
+def test_health_is_503_naming_workers_and_beat_when_neither_runs(client: Client) -> None:
+    response = client.get("/health/")
+
+    assert response.status_code == 503
+    body = response.json()
+    assert body["checks"]["database"]["ok"] is True
+    assert body["checks"]["broker"]["ok"] is True
+    assert set(body["down"]) == {"workers", "beat"}
+    assert "never recorded a heartbeat" in body["checks"]["beat"]["error"]
+
+
+def test_a_fresh_heartbeat_makes_beat_healthy_and_a_stale_one_does_not(client: Client) -> None:
+    beat_heartbeat_record()
+    assert client.get("/health/").json()["checks"]["beat"]["ok"] is True
+
+    get_redis().set(HEARTBEAT_KEY, repr(time.time() - 300))
+    beat = client.get("/health/").json()["checks"]["beat"]
+    assert beat["ok"] is False and "limit 120s" in beat["error"]
+
+
+def test_an_unreachable_broker_is_named(client: Client, settings: object) -> None:
+    settings.CELERY_BROKER_URL = "redis://127.0.0.1:1/0"  # type: ignore[attr-defined]
+
+    response = client.get("/health/")
+
+    assert response.status_code == 503
+    assert "broker" in response.json()["down"]
