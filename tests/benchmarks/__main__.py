@@ -1,7 +1,7 @@
 """`make bench`: run every benchmark module in this folder (each has a `main()`), one after another.
 
-    python -m tests.benchmarks                      # all
-    python -m tests.benchmarks payment_timeouts     # one
+python -m tests.benchmarks                      # all
+python -m tests.benchmarks payment_timeouts     # one
 """
 
 from __future__ import annotations

@@ -27,8 +27,12 @@ def bench_database() -> Iterator[str]:
         raise SystemExit("Benchmarks need PostgreSQL: set DATABASE_URL=postgres://... (make bench does)")
     name = f"{db['NAME']}_bench"
     admin = psycopg.connect(
-        host=db["HOST"] or "127.0.0.1", port=db["PORT"] or 5432, user=db["USER"], dbname="postgres",
-        password=db.get("PASSWORD") or None, autocommit=True,
+        host=db["HOST"] or "127.0.0.1",
+        port=db["PORT"] or 5432,
+        user=db["USER"],
+        dbname="postgres",
+        password=db.get("PASSWORD") or None,
+        autocommit=True,
     )
     with admin:
         exists = admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone()
