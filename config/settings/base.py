@@ -17,8 +17,9 @@ BASE_DIR = Path(__file__).resolve().parent.parent.parent
 env = environ.Env()
 # A developer's .env is read when present (never by the test suite, which sets its own);
 # real environments set variables directly.
-_settings_module = environ.Env().str("DJANGO_SETTINGS_MODULE", default="")
-if (BASE_DIR / ".env").exists() and not _settings_module.endswith(".test"):
+_settings_module = env.str("DJANGO_SETTINGS_MODULE", default="")
+_read_dot_env = env.bool("DJANGO_READ_DOT_ENV", default=not _settings_module.endswith(".test"))
+if (BASE_DIR / ".env").exists() and _read_dot_env:
     env.read_env(str(BASE_DIR / ".env"))
 
 
