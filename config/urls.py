@@ -1,14 +1,14 @@
 from __future__ import annotations
 
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import URLPattern, URLResolver, include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from core.views import health
 
 # Each domain app adds its v1 routes in <app>/urls.py (api_v1_urlpatterns) and
 # any unversioned routes the seed clients call (urlpatterns).
-api_v1 = [
+api_v1: list[URLPattern | URLResolver] = [
     path("", include("core.urls")),
     path("", include(("notifications.urls", "notifications"), namespace="notifications")),
     path("", include(("payments.urls", "payments"), namespace="payments")),

@@ -146,9 +146,10 @@ class JobFilter(admin.SimpleListFilter):
         return [(job.key, job.key) for job in JobCatalog.all()]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[TaskResult]) -> QuerySet[TaskResult]:
-        if not self.value():
+        key = self.value()
+        if not key:
             return queryset
-        return queryset.filter(task_name=JobCatalog.get(self.value()).task)
+        return queryset.filter(task_name=JobCatalog.get(key).task)
 
 
 admin.site.unregister(TaskResult)
@@ -156,7 +157,7 @@ admin.site.unregister(TaskResult)
 
 @admin.register(TaskResult)
 class TaskResultAdmin(ResultsTaskResultAdmin):
-    list_filter = (JobFilter, "status", SourceFilter, "task_name", "worker", "date_done")
+    list_filter = (JobFilter, "status", SourceFilter, "task_name", "worker", "date_done")  # type: ignore[assignment]
 
 
 @admin.register(AuditLog)

@@ -87,7 +87,7 @@ class JobTriggerApi(StaffAPIView):
         return Response(TriggerAcceptedSerializer(data).data, status=status.HTTP_202_ACCEPTED)
 
 
-_JOB_TO_CELERY_STATE = {
+_JOB_TO_CELERY_STATE: dict[str, str] = {
     JobRun.Status.QUEUED: "PENDING",
     JobRun.Status.RUNNING: "STARTED",
     JobRun.Status.RETRYING: "RETRY",

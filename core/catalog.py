@@ -63,7 +63,7 @@ class Crontab:
             day_of_month=self.day_of_month,
             month_of_year=self.month_of_year,
         )
-        schedule.nowfun = lambda: datetime(2025, 1, 6, tzinfo=ZoneInfo(self.timezone))
+        schedule.nowfun = lambda: datetime(2025, 1, 6, tzinfo=ZoneInfo(self.timezone))  # type: ignore[attr-defined]
         start = datetime(2025, 1, 6, tzinfo=ZoneInfo(self.timezone))
         first = start + schedule.remaining_estimate(start)
         second = first + schedule.remaining_estimate(first + timedelta(seconds=1)) + timedelta(seconds=1)

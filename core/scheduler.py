@@ -172,8 +172,8 @@ class SchedulerService:
         jobs = [JobCatalog.get(key)] if key else JobCatalog.all()
         keys = [j.key for j in jobs]
         periodic = {t.name: t for t in PeriodicTask.objects.filter(name__in=keys).select_related("interval", "crontab")}
-        stats = {
-            row["job_key"]: row
+        stats: dict[str, dict[str, Any]] = {
+            row["job_key"]: dict(row)
             for row in JobRun.objects.filter(job_key__in=keys)
             .values("job_key")
             .annotate(runs=Count("id"), last_queued=Max("queued_at"))

@@ -20,9 +20,9 @@ class TriggerInputSerializer(serializers.Serializer):
 class ParamFieldSerializer(serializers.Serializer):
     name = serializers.CharField()
     type = serializers.CharField()
-    required = serializers.BooleanField()
+    required = serializers.BooleanField()  # type: ignore[assignment]
     default = serializers.JSONField(allow_null=True)
-    help_text = serializers.CharField()
+    help_text = serializers.CharField()  # type: ignore[assignment]
 
 
 class JobStatusSerializer(serializers.Serializer):
@@ -49,7 +49,7 @@ class JobRunSerializer(serializers.Serializer):
     id = serializers.UUIDField()
     job = serializers.CharField(source="job_key")
     task_id = serializers.CharField()
-    source = serializers.CharField()
+    source = serializers.CharField()  # type: ignore[assignment]
     status = serializers.CharField()
     params = serializers.JSONField()
     summary = serializers.JSONField(allow_null=True)

@@ -21,7 +21,7 @@ class JobAwareTask(Task):
 
         task_id = self.request.id
         job = JobCatalog.for_task(self.name) if task_id else None
-        if job is None:
+        if job is None or task_id is None:
             return super().__call__(*args, **kwargs)
         return self._run_recorded(job, task_id, args, kwargs)
 

@@ -42,7 +42,7 @@ def _check_broker() -> dict[str, Any]:
 def _check_workers() -> dict[str, Any]:
     from config.celery import app
 
-    replies = app.control.ping(timeout=1.0)
+    replies = app.control.ping(timeout=1.0) or []
     workers = sorted(name for reply in replies for name in reply)
     if not workers:
         return {"ok": False, "error": "no worker answered a ping within 1 second"}

@@ -72,7 +72,7 @@ class Command(BaseCommand):
             channel = conn.default_channel
             for queue in queues:
                 try:
-                    total += channel.queue_purge(queue) or 0
+                    total += channel.queue_purge(queue) or 0  # type: ignore[attr-defined]
                 except Exception as exc:
                     raise CommandError(f"Could not purge {queue}: {exc}") from exc
         self.stdout.write(f"Purged {total} message(s) from {', '.join(queues)}.")
