@@ -37,9 +37,11 @@ class JobAwareTask(Task):
         from core.leases import JobLease
         from core.services import jobruns
 
-        jobruns.jobrun_mark_running(
+        run = jobruns.jobrun_mark_running(
             job=job, task_id=task_id, source=self._source(), params=kwargs, worker=self.request.hostname or ""
         )
+        if run is None:
+            return {"revoked": True}
         lease = None
         if not job.allow_overlap:
             lease = JobLease(job.key, task_id, job.lease_seconds)

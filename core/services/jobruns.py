@@ -26,8 +26,12 @@ def jobrun_create_queued(
     )
 
 
-def jobrun_mark_running(*, job: Job, task_id: str, source: str, params: dict[str, Any], worker: str) -> JobRun:
-    """The run is starting (or starting again after a retry or a redelivery)."""
+def jobrun_mark_running(*, job: Job, task_id: str, source: str, params: dict[str, Any], worker: str) -> JobRun | None:
+    """The run is starting (or starting again after a retry or a redelivery).
+
+    Returns None when the run was revoked: a revoke sent while no worker was up
+    never reached a worker's memory, so the recorded status is what makes it stick.
+    """
     run, created = JobRun.objects.get_or_create(
         task_id=task_id,
         defaults={
@@ -42,7 +46,9 @@ def jobrun_mark_running(*, job: Job, task_id: str, source: str, params: dict[str
         },
     )
     if not created:
-        JobRun.objects.filter(pk=run.pk).update(
+        if run.status == JobRun.Status.REVOKED:
+            return None
+        JobRun.objects.filter(pk=run.pk).exclude(status=JobRun.Status.REVOKED).update(
             status=JobRun.Status.RUNNING,
             started_at=timezone.now(),
             finished_at=None,

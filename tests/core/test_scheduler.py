@@ -101,3 +101,16 @@ def test_status_reports_schedule_in_words_and_the_last_outcome() -> None:
     assert status["last_status"] == "succeeded"
     assert status["runs_recorded"] == 1
     assert status["next_run_at"] is not None
+
+
+def test_a_run_revoked_before_any_worker_saw_it_does_not_execute() -> None:
+    from config.celery import app
+
+    run = SchedulerService.trigger_manual_update("sleep", {"seconds": 0})  # queued, no worker running
+    JobRun.objects.filter(pk=run.pk).update(status=JobRun.Status.REVOKED)
+
+    result = app.tasks["core.sleep"].apply(kwargs={"seconds": 0}, task_id=run.task_id)
+
+    assert result.result == {"revoked": True}
+    run.refresh_from_db()
+    assert run.status == JobRun.Status.REVOKED and run.summary is None
