@@ -16,8 +16,9 @@ PYTEST_ARGS ?=
 .PHONY: run test bench lint docs install install-dev services clean
 
 $(VENV)/bin/python:
-	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11+ is needed: install python3 and python3-venv"; exit 1; }
-	$(PYTHON) -m venv $(VENV)
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || \
+		{ echo "Python 3.11+ is needed as $(PYTHON) (or: make PYTHON=python3.11 ...)"; exit 1; }
+	@$(PYTHON) -m venv $(VENV) || { echo "Could not create $(VENV): install python3-venv (Debian: apt-get install python3-venv)"; exit 1; }
 	$(PIP) install --quiet --upgrade pip
 
 $(VENV)/.installed: requirements.txt | $(VENV)/bin/python
@@ -44,13 +45,13 @@ run: install
 
 ## make test: install dev requirements, start PostgreSQL and Redis if needed, run the whole suite
 test: install-dev
-	@CELERY_BROKER_URL=$(TEST_BROKER_URL) scripts/ensure_services.sh redis postgres
+	@CELERY_BROKER_URL=$(TEST_BROKER_URL) DATABASE_URL=$(TEST_DATABASE_URL) scripts/ensure_services.sh redis postgres
 	$(VENV)/bin/ruff check .
 	$(TEST_ENV) $(VENV)/bin/pytest $(PYTEST_ARGS)
 
 ## make bench: the benchmarks in tests/benchmarks against PostgreSQL
 bench: install-dev
-	@CELERY_BROKER_URL=$(TEST_BROKER_URL) scripts/ensure_services.sh redis postgres
+	@CELERY_BROKER_URL=$(TEST_BROKER_URL) DATABASE_URL=$(TEST_DATABASE_URL) scripts/ensure_services.sh redis postgres
 	$(TEST_ENV) $(PY) -m tests.benchmarks
 
 lint: install-dev
@@ -60,7 +61,8 @@ lint: install-dev
 
 ## make docs: regenerate docs/jobs.md from the catalog
 docs: install
-	DJANGO_SETTINGS_MODULE=config.settings.test $(PY) manage.py jobs list --format markdown > docs/jobs.md
+	DJANGO_SETTINGS_MODULE=config.settings.test $(PY) manage.py jobs list --format markdown > docs/jobs.md.tmp
+	mv docs/jobs.md.tmp docs/jobs.md
 
 clean:
 	rm -rf $(VENV) .make db.sqlite3 staticfiles

@@ -4,6 +4,7 @@ from typing import Any
 
 from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
@@ -43,7 +44,13 @@ class JobRunAdmin(admin.ModelAdmin):
         return False
 
 
+RUN_JOB_PERMISSION = "core.run_job"
+
+
 def _run_now(request: HttpRequest, keys: list[str]) -> None:
+    if not request.user.has_perm(RUN_JOB_PERMISSION):
+        messages.error(request, "You may look at jobs but not run them (permission core.run_job).")
+        return
     started = []
     for key in keys:
         try:
@@ -93,12 +100,15 @@ class JobCatalogAdmin(admin.ModelAdmin):
             "title": "Job catalog",
             "jobs": status,
             "opts": self.model._meta,
+            "can_run": request.user.has_perm(RUN_JOB_PERMISSION),
         }
         return TemplateResponse(request, "admin/core/job_catalog.html", context)
 
     def run_view(self, request: HttpRequest, key: str) -> HttpResponse:
         if request.method != "POST":
             return HttpResponse(status=405)
+        if not request.user.has_perm(RUN_JOB_PERMISSION):
+            raise PermissionDenied
         _run_now(request, [key])
         return HttpResponseRedirect(reverse("admin:core_job_changelist"))
 
@@ -112,7 +122,7 @@ class PeriodicTaskAdmin(BeatPeriodicTaskAdmin):
 
     actions = ["enable_tasks", "disable_tasks", "toggle_tasks", "run_now"]
 
-    @admin.action(description="Run selected jobs now")
+    @admin.action(description="Run selected jobs now", permissions=["run_job"])
     def run_now(self, request: HttpRequest, queryset: QuerySet[PeriodicTask]) -> None:
         keys = []
         for task in queryset:
@@ -122,6 +132,9 @@ class PeriodicTaskAdmin(BeatPeriodicTaskAdmin):
                 continue
             keys.append(job.key)
         _run_now(request, keys)
+
+    def has_run_job_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm(RUN_JOB_PERMISSION)
 
 
 class SourceFilter(admin.SimpleListFilter):
@@ -149,7 +162,10 @@ class JobFilter(admin.SimpleListFilter):
         key = self.value()
         if not key:
             return queryset
-        return queryset.filter(task_name=JobCatalog.get(key).task)
+        try:
+            return queryset.filter(task_name=JobCatalog.get(key).task)
+        except UnknownJob:
+            return queryset.none()
 
 
 admin.site.unregister(TaskResult)

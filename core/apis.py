@@ -160,6 +160,8 @@ class TaskRevokeApi(StaffAPIView):
         from config.celery import app
         from core.services.jobruns import jobrun_mark_revoked
 
-        app.control.revoke(task_id, terminate=body.validated_data["terminate"])
-        jobrun_mark_revoked(task_id=task_id)
+        terminate = body.validated_data["terminate"]
+        app.control.revoke(task_id, terminate=terminate)
+        # Without terminate a running task finishes; only a waiting one is closed now.
+        jobrun_mark_revoked(task_id=task_id, running_too=terminate)
         return Response(TaskStatusSerializer(task_status_read(task_id)).data, status=status.HTTP_202_ACCEPTED)

@@ -8,7 +8,7 @@ docs/jobs.md.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from importlib import import_module
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -63,10 +63,12 @@ class Crontab:
             day_of_month=self.day_of_month,
             month_of_year=self.month_of_year,
         )
-        schedule.nowfun = lambda: datetime(2025, 1, 6, tzinfo=ZoneInfo(self.timezone))  # type: ignore[attr-defined]
-        start = datetime(2025, 1, 6, tzinfo=ZoneInfo(self.timezone))
-        first = start + schedule.remaining_estimate(start)
-        second = first + schedule.remaining_estimate(first + timedelta(seconds=1)) + timedelta(seconds=1)
+        # remaining_estimate() measures from the schedule's "now", so move it along.
+        now = [datetime(2025, 1, 6, tzinfo=ZoneInfo(self.timezone))]
+        schedule.nowfun = lambda: now[0]  # type: ignore[attr-defined]
+        first = now[0] + schedule.remaining_estimate(now[0])
+        now[0] = first
+        second = first + schedule.remaining_estimate(first)
         return int((second - first).total_seconds())
 
 
@@ -144,7 +146,8 @@ class Job:
 
     def validate_params(self, params: dict[str, Any] | None) -> dict[str, Any]:
         """Validated, JSON-ready keyword arguments for the task, or InvalidJobParams."""
-        params = dict(params or {})
+        if params is None:
+            params = {}
         if not isinstance(params, dict):
             raise InvalidJobParams(self.key, {"params": ["Must be an object."]})
         allowed = set(self.params().fields) if self.params else set()
@@ -180,6 +183,8 @@ class JobCatalog:
                 for job in getattr(module, "JOBS", []):
                     if job.key in jobs:
                         raise RuntimeError(f"job key {job.key!r} is declared twice")
+                    if any(other.task == job.task for other in jobs.values()):
+                        raise RuntimeError(f"task {job.task!r} backs two jobs; runs would be recorded ambiguously")
                     object.__setattr__(job, "app_label", config.label)
                     jobs[job.key] = job
             cls._jobs = jobs

@@ -2,7 +2,16 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from core.catalog import Every, Job
+from core.catalog import Crontab, Every, Job
+
+
+class CleanupJobRunsParams(serializers.Serializer):
+    older_than_days = serializers.IntegerField(
+        min_value=1,
+        max_value=3650,
+        required=False,
+        help_text="Keep this many days of run history (JOBRUN_RETENTION_DAYS).",
+    )
 
 
 class SleepParams(serializers.Serializer):
@@ -15,6 +24,13 @@ JOBS = [
         task="core.beat_heartbeat",
         description="Record the time beat last fired; /health/ reports beat down when it is older than two minutes.",
         schedule=Every(seconds=30),
+    ),
+    Job(
+        key="job_runs_cleanup",
+        task="core.cleanup_job_runs",
+        description="Close runs left `running` by a dead worker, and delete finished runs past the retention period.",
+        schedule=Crontab(minute="30", hour="3"),
+        params=CleanupJobRunsParams,
     ),
     Job(
         key="sleep",

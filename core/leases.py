@@ -17,6 +17,10 @@ logger = logging.getLogger(__name__)
 # Compare-and-act in Lua, so a lease that lapsed and went to another holder is
 # never renewed or released by the old one.
 _RENEW = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end return 0"
+_ACQUIRE = (
+    "if redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end "
+    "if redis.call('get', KEYS[1]) == ARGV[1] then redis.call('pexpire', KEYS[1], ARGV[2]) return 1 end return 0"
+)
 _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
 
 
@@ -29,13 +33,9 @@ class JobLease:
         self._thread: threading.Thread | None = None
 
     def acquire(self) -> bool:
-        r = get_redis()
-        if r.set(self.key, self.token, nx=True, px=self.ttl_ms):
-            self._start_renewing()
-            return True
-        # The same task id redelivered after its worker died may take its own lease back.
-        if r.get(self.key) == self.token:
-            r.pexpire(self.key, self.ttl_ms)
+        # Atomically: take a free lease, or take back our own (the same task id redelivered
+        # after its worker died).
+        if get_redis().eval(_ACQUIRE, 1, self.key, self.token, self.ttl_ms):
             self._start_renewing()
             return True
         return False
@@ -59,7 +59,9 @@ class JobLease:
         def renew() -> None:
             while not self._stop.wait(interval):
                 try:
-                    get_redis().eval(_RENEW, 1, self.key, self.token, self.ttl_ms)
+                    if not get_redis().eval(_RENEW, 1, self.key, self.token, self.ttl_ms):
+                        logger.error("lease %s was lost while running; another copy may start", self.key)
+                        return
                 except Exception:
                     logger.warning("could not renew lease %s", self.key, exc_info=True)
 

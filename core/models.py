@@ -5,6 +5,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractUser
+from django.core.serializers.json import DjangoJSONEncoder
 from django.core.validators import RegexValidator
 from django.db import models
 
@@ -46,8 +47,9 @@ class JobRun(models.Model):
     task_id = models.CharField(max_length=255, unique=True)
     source = models.CharField(max_length=10, choices=Source.choices, db_index=True)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED, db_index=True)
-    params = models.JSONField(default=dict, blank=True)
-    summary = models.JSONField(null=True, blank=True)
+    # DjangoJSONEncoder: parameters and summaries may carry Decimal money and dates.
+    params = models.JSONField(default=dict, blank=True, encoder=DjangoJSONEncoder)
+    summary = models.JSONField(null=True, blank=True, encoder=DjangoJSONEncoder)
     error = models.TextField(blank=True)
     attempts = models.PositiveIntegerField(default=0)
     worker = models.CharField(max_length=255, blank=True)
@@ -95,7 +97,7 @@ class AuditLog(models.Model):
     )
     action = models.CharField(max_length=100)
     target = models.CharField(max_length=200, blank=True)
-    data = models.JSONField(default=dict, blank=True)
+    data = models.JSONField(default=dict, blank=True, encoder=DjangoJSONEncoder)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     class Meta:
@@ -110,5 +112,6 @@ class Job(JobRun):
 
     class Meta:
         proxy = True
+        permissions = [("run_job", "Can run catalog jobs now")]
         verbose_name = "job"
         verbose_name_plural = "jobs (catalog, run now)"

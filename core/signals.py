@@ -2,7 +2,35 @@ from __future__ import annotations
 
 from typing import Any
 
-from celery.signals import task_revoked
+from celery.signals import before_task_publish, task_revoked
+
+from core.task_base import SOURCE_HEADER
+
+
+@before_task_publish.connect
+def record_catalog_job_publish(sender: str | None = None, headers: dict[str, Any] | None = None, **_: Any) -> None:
+    """In the process that sends a catalog job (beat, web, shell): the run exists as `queued` from now.
+
+    It also gives /health/ the time beat last fired, measured in beat itself rather
+    than by whichever worker later ran the heartbeat.
+    """
+    from core.catalog import JobCatalog
+    from core.models import JobRun
+
+    headers = headers or {}
+    job = JobCatalog.for_task(sender or "")
+    if job is None or not headers.get("id"):
+        return
+    from_beat = bool(headers.get("periodic_task_name"))
+    if from_beat and job.key == "beat_heartbeat":
+        from core.services.health import beat_fired_record
+
+        beat_fired_record()
+    source = headers.get(SOURCE_HEADER) or ("beat" if from_beat else "shell")
+    JobRun.objects.get_or_create(
+        task_id=headers["id"],
+        defaults={"job_key": job.key, "task_name": job.task, "source": source, "params": {}},
+    )
 
 
 @task_revoked.connect
@@ -10,4 +38,5 @@ def close_revoked_jobrun(sender: Any = None, request: Any = None, **kwargs: Any)
     from core.services.jobruns import jobrun_mark_revoked
 
     if request is not None and getattr(request, "id", None):
-        jobrun_mark_revoked(task_id=request.id)
+        # Sent by the worker, so the task really will not run (or was terminated).
+        jobrun_mark_revoked(task_id=request.id, running_too=True)

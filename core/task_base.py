@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from celery import Task
+from celery import Task, states
 from celery.exceptions import Ignore, Retry
 
 SOURCE_HEADER = "job_source"
@@ -41,24 +41,34 @@ class JobAwareTask(Task):
             job=job, task_id=task_id, source=self._source(), params=kwargs, worker=self.request.hostname or ""
         )
         if run is None:
-            return {"revoked": True}
-        lease = None
-        if not job.allow_overlap:
-            lease = JobLease(job.key, task_id, job.lease_seconds)
-            if not lease.acquire():
-                return jobruns.jobrun_mark_skipped(task_id=task_id, holder=lease.holder())
+            # Revoked while no worker was listening: record it as Celery would, run nothing.
+            self.update_state(state=states.REVOKED)
+            raise Ignore()
+        lease = JobLease(job.key, task_id, job.lease_seconds) if not job.allow_overlap else None
+        acquired = False
         try:
+            if lease is not None:
+                acquired = lease.acquire()
+                if not acquired:
+                    return jobruns.jobrun_mark_skipped(task_id=task_id, holder=lease.holder())
             result = super().__call__(*args, **kwargs)
+            jobruns.jobrun_mark_succeeded(task_id=task_id, result=result)
+            return result
         except Retry as exc:
             jobruns.jobrun_mark_retrying(task_id=task_id, reason=str(exc.exc or exc))
-            raise
-        except Ignore:
             raise
         except BaseException as exc:
             jobruns.jobrun_mark_failed(task_id=task_id, exc=exc)
             raise
         finally:
-            if lease is not None:
+            if lease is not None and acquired:
                 lease.release()
-        jobruns.jobrun_mark_succeeded(task_id=task_id, result=result)
-        return result
+
+    def on_failure(self, exc: Exception, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
+        # Also called in the worker's main process when the pool child was killed (hard
+        # time limit, SIGKILL), where __call__ never got to record the outcome.
+        from core.catalog import JobCatalog
+        from core.services import jobruns
+
+        if JobCatalog.for_task(self.name) is not None:
+            jobruns.jobrun_mark_failed(task_id=task_id, exc=exc, only_if_unfinished=True)

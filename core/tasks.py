@@ -10,6 +10,18 @@ def beat_heartbeat() -> dict[str, float]:
     return beat_heartbeat_record()
 
 
+@shared_task(name="core.cleanup_job_runs")
+def cleanup_job_runs(older_than_days: int | None = None) -> dict[str, int]:
+    from django.conf import settings
+
+    from core.services.jobruns import jobruns_close_lost, jobruns_delete_old
+
+    # Past the hard time limit plus a margin, a `running` run has certainly lost its worker.
+    lost = jobruns_close_lost(older_than_seconds=settings.CELERY_TASK_TIME_LIMIT + 600)
+    deleted = jobruns_delete_old(older_than_days=older_than_days or settings.JOBRUN_RETENTION_DAYS)
+    return {"closed_lost": lost, "deleted": deleted}
+
+
 @shared_task(name="core.sleep")
 def sleep(seconds: int = 5) -> dict[str, int]:
     """A job that only takes time: for trying the overlap guard and the trigger paths."""

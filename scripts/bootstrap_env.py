@@ -29,6 +29,7 @@ def main() -> int:
             line = f"DJANGO_SECRET_KEY={secrets.token_urlsafe(50)}"
         lines.append(line)
     env_file.write_text("\n".join(lines) + "\n")
+    env_file.chmod(0o600)  # it holds the admin password and the secret key
     print("Created .env with local credentials (shown once; they stay in .env):")
     print(f"  admin (http://127.0.0.1:8000/admin/): admin / {admin_password}")
     print(f"  Flower (http://127.0.0.1:5555/):      admin / {flower_password}")

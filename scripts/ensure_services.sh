@@ -40,22 +40,36 @@ MSG
     exit 1
 }
 
+tcp_up() { python3 - "$1" <<'PY'
+import socket, sys
+from urllib.parse import urlparse
+u = urlparse(sys.argv[1])
+try:
+    socket.create_connection((u.hostname or "127.0.0.1", u.port or 5432), timeout=1).close()
+except OSError:
+    sys.exit(1)
+PY
+}
+
 ensure_postgres() {
-    if pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then return 0; fi
-    if command -v pg_ctlcluster >/dev/null 2>&1 && [ -d /etc/postgresql ]; then
+    local url="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/marketplace}"
+    tcp_up "$url" && return 0
+    local host; host=$(python3 -c "from urllib.parse import urlparse; print(urlparse('$url').hostname or '127.0.0.1')")
+    if [[ "$host" =~ ^(127\.0\.0\.1|localhost)$ ]] && command -v pg_ctlcluster >/dev/null 2>&1 && [ -d /etc/postgresql ]; then
         local version; version=$(ls /etc/postgresql | sort -V | tail -1)
         echo "PostgreSQL is not answering on 127.0.0.1:5432; starting cluster $version/main ..."
         pg_ctlcluster --skip-systemctl-redirect "$version" main start || true
-        for _ in $(seq 1 50); do pg_isready -q -h 127.0.0.1 -p 5432 && return 0; sleep 0.2; done
+        for _ in $(seq 1 50); do tcp_up "$url" && return 0; sleep 0.2; done
         echo "PostgreSQL did not come up: check 'pg_lsclusters'." >&2; exit 1
     fi
     cat >&2 <<'MSG'
-PostgreSQL is not reachable on 127.0.0.1:5432 and no local cluster is installed.
+PostgreSQL is not reachable (TEST_DATABASE_URL) and no local cluster is installed.
 The test suite needs it (row locks, concurrency tests). Install and start it:
   Debian/Ubuntu: sudo apt-get install postgresql && sudo pg_ctlcluster 15 main start
   macOS:         brew install postgresql@15 && brew services start postgresql@15
   Docker:        docker run -d -p 5432:5432 -e POSTGRES_HOST_AUTH_METHOD=trust postgres:15
-Or set TEST_DATABASE_URL to a PostgreSQL you have (user with CREATEDB).
+Or point make at one you have (a user with CREATEDB; the password in the URL):
+  make test TEST_DATABASE_URL=postgres://USER:PASSWORD@HOST:5432/marketplace
 MSG
     exit 1
 }

@@ -23,7 +23,7 @@ if (BASE_DIR / ".env").exists() and _read_dot_env:
     env.read_env(str(BASE_DIR / ".env"))
 
 
-def env_int(name: str, default: int, *, minimum: int = 0) -> int:
+def env_int(name: str, default: int, *, minimum: int = 0, maximum: int | None = None) -> int:
     """An integer setting that fails fast on garbage instead of at first use."""
     raw = env.str(name, default=str(default))
     try:
@@ -32,6 +32,8 @@ def env_int(name: str, default: int, *, minimum: int = 0) -> int:
         raise ImproperlyConfigured(f"{name} must be an integer, got {raw!r}") from exc
     if value < minimum:
         raise ImproperlyConfigured(f"{name} must be at least {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ImproperlyConfigured(f"{name} must be at most {maximum}, got {value}")
     return value
 
 
@@ -181,13 +183,15 @@ LOGGING = {
 # DOMAIN
 # ------------------------------------------------------------------------------
 PAYMENT_TIMEOUT_DAYS = env_int("PAYMENT_TIMEOUT_DAYS", 3, minimum=1)
-DRIVER_ASSIGNMENT_TIMEOUT_SECONDS = env_int("DRIVER_ASSIGNMENT_TIMEOUT_SECONDS", 300, minimum=1)
+# Below the broker's visibility timeout (2 h), or the one-shot expiry message would be delivered twice.
+DRIVER_ASSIGNMENT_TIMEOUT_SECONDS = env_int("DRIVER_ASSIGNMENT_TIMEOUT_SECONDS", 300, minimum=1, maximum=3600)
 EXCHANGE_RATES_URL = env.str(
     "EXCHANGE_RATES_URL", default="https://www.ecb.europa.eu/stats/eurofxref/eurofxref-daily.xml"
 )
 EXCHANGE_RATES_TIMEOUT_SECONDS = env_int("EXCHANGE_RATES_TIMEOUT_SECONDS", 10, minimum=1)
 # Beat is reported down when its heartbeat job has not run for this long.
 BEAT_HEARTBEAT_MAX_AGE_SECONDS = env_int("BEAT_HEARTBEAT_MAX_AGE_SECONDS", 120, minimum=1)
+JOBRUN_RETENTION_DAYS = env_int("JOBRUN_RETENTION_DAYS", 30, minimum=1)
 
 from config.settings.celery import *  # noqa: E402,F403
 from config.settings.notifications import *  # noqa: E402,F403

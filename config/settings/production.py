@@ -13,6 +13,14 @@ if len(SECRET_KEY) < 50:
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS")
 DEBUG = False
 
+# No development fallbacks in production: a missing URL fails at start, not at first use.
+DATABASES = {"default": env.db("DATABASE_URL")}
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL")
+REDIS_URL = env.str("REDIS_URL")
+CACHES["default"]["LOCATION"] = REDIS_URL
+# /health/ answers load balancers over plain HTTP inside the network.
+SECURE_REDIRECT_EXEMPT = [r"^health/$"]
+
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=True)
 SESSION_COOKIE_SECURE = True

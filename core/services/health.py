@@ -11,16 +11,23 @@ from django.db import connection
 from core.redis import get_redis
 
 HEARTBEAT_KEY = "core:beat:last_heartbeat"
+BEAT_FIRED_KEY = "core:beat:last_fired"
+
+
+def beat_fired_record() -> None:
+    """Called in the beat process each time it sends the heartbeat job."""
+    get_redis().set(BEAT_FIRED_KEY, repr(time.time()))
 
 
 def beat_heartbeat_record() -> dict[str, float]:
+    """The heartbeat job's body, on a worker: proves beat → broker → worker end to end."""
     now = time.time()
     get_redis().set(HEARTBEAT_KEY, repr(now))
     return {"recorded_at": now}
 
 
 def beat_heartbeat_age() -> float | None:
-    value = get_redis().get(HEARTBEAT_KEY)
+    value = get_redis().get(BEAT_FIRED_KEY)
     return None if value is None else time.time() - float(value)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import traceback
+from datetime import timedelta
 from typing import Any
 
 from django.db.models import F
@@ -58,15 +59,22 @@ def jobrun_mark_running(*, job: Job, task_id: str, source: str, params: dict[str
     return run
 
 
-def _finish(task_id: str, *, status: str, summary: Any = None, error: str = "") -> None:
+_UNFINISHED = (JobRun.Status.QUEUED, JobRun.Status.RUNNING, JobRun.Status.RETRYING)
+
+
+def _finish(
+    task_id: str, *, status: str, summary: Any = None, error: str = "", only_if_unfinished: bool = False
+) -> None:
     now = timezone.now()
     run = JobRun.objects.filter(task_id=task_id).only("started_at").first()
     if run is None:
         return
     duration = int((now - run.started_at).total_seconds() * 1000) if run.started_at else None
-    JobRun.objects.filter(task_id=task_id).update(
-        status=status, summary=summary, error=error, finished_at=now, duration_ms=duration
-    )
+    # A revoked run stays revoked; an outcome already recorded is not overwritten by a late one.
+    rows = JobRun.objects.filter(task_id=task_id).exclude(status=JobRun.Status.REVOKED)
+    if only_if_unfinished:
+        rows = rows.filter(status__in=_UNFINISHED)
+    rows.update(status=status, summary=summary, error=error, finished_at=now, duration_ms=duration)
 
 
 def jobrun_mark_succeeded(*, task_id: str, result: Any) -> None:
@@ -74,9 +82,9 @@ def jobrun_mark_succeeded(*, task_id: str, result: Any) -> None:
     _finish(task_id, status=JobRun.Status.SUCCEEDED, summary=summary)
 
 
-def jobrun_mark_failed(*, task_id: str, exc: BaseException) -> None:
+def jobrun_mark_failed(*, task_id: str, exc: BaseException, only_if_unfinished: bool = False) -> None:
     text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-    _finish(task_id, status=JobRun.Status.FAILED, error=text[:5000])
+    _finish(task_id, status=JobRun.Status.FAILED, error=text[:5000], only_if_unfinished=only_if_unfinished)
 
 
 def jobrun_mark_skipped(*, task_id: str, holder: str | None) -> dict[str, Any]:
@@ -89,7 +97,34 @@ def jobrun_mark_retrying(*, task_id: str, reason: str) -> None:
     JobRun.objects.filter(task_id=task_id).update(status=JobRun.Status.RETRYING, error=reason[:5000])
 
 
-def jobrun_mark_revoked(*, task_id: str) -> int:
-    return JobRun.objects.filter(
-        task_id=task_id, status__in=[JobRun.Status.QUEUED, JobRun.Status.RETRYING, JobRun.Status.RUNNING]
-    ).update(status=JobRun.Status.REVOKED, finished_at=timezone.now())
+def jobrun_mark_revoked(*, task_id: str, running_too: bool = False) -> int:
+    """Close a run that will not execute. A running one only when it was terminated."""
+    statuses = [JobRun.Status.QUEUED, JobRun.Status.RETRYING]
+    if running_too:
+        statuses.append(JobRun.Status.RUNNING)
+    return JobRun.objects.filter(task_id=task_id, status__in=statuses).update(
+        status=JobRun.Status.REVOKED, finished_at=timezone.now()
+    )
+
+
+def jobruns_close_lost(*, older_than_seconds: int) -> int:
+    """Runs still `running` long after the hard time limit lost their worker: close them."""
+    cutoff = timezone.now() - timedelta(seconds=older_than_seconds)
+    return JobRun.objects.filter(status=JobRun.Status.RUNNING, started_at__lt=cutoff).update(
+        status=JobRun.Status.FAILED, error="lost: no outcome recorded (worker died?)", finished_at=timezone.now()
+    )
+
+
+def jobruns_delete_old(*, older_than_days: int, chunk_size: int = 5000) -> int:
+    """Delete finished runs older than the retention period, a chunk at a time."""
+    cutoff = timezone.now() - timedelta(days=older_than_days)
+    deleted = 0
+    while True:
+        ids = list(
+            JobRun.objects.filter(queued_at__lt=cutoff, status__in=JobRun.FINISHED).values_list("pk", flat=True)[
+                :chunk_size
+            ]
+        )
+        if not ids:
+            return deleted
+        deleted += JobRun.objects.filter(pk__in=ids).delete()[0]

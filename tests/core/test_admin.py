@@ -82,12 +82,36 @@ def test_the_job_catalog_page_lists_jobs_and_runs_one(
 
 
 def test_job_runs_and_task_results_are_filterable_by_job_status_and_source(admin_client_: Client) -> None:
-    SchedulerService.trigger_manual_update("sleep", {"seconds": 0}, sync=True, source="cli")
+    from django_celery_results.models import TaskResult
+
+    cli = SchedulerService.trigger_manual_update("sleep", {"seconds": 0}, sync=True, source="cli")
+    shell = SchedulerService.trigger_manual_update("sleep", {"seconds": 0}, sync=True, source="shell")
+    beat = SchedulerService.trigger_manual_update("beat_heartbeat", sync=True, source="shell")
+    for run, status in ((cli, "SUCCESS"), (shell, "FAILURE"), (beat, "SUCCESS")):
+        TaskResult.objects.create(task_id=run.task_id, task_name=run.task_name, status=status)
 
     runs = admin_client_.get("/admin/core/jobrun/?job_key__exact=sleep&status__exact=succeeded&source__exact=cli")
     assert runs.status_code == 200 and runs.context["cl"].result_count == 1
-    results = admin_client_.get("/admin/django_celery_results/taskresult/?job=sleep&source=cli&status__exact=SUCCESS")
-    assert results.status_code == 200
+
+    def task_ids(query: str) -> set[str]:
+        page = admin_client_.get(f"/admin/django_celery_results/taskresult/?{query}")
+        assert page.status_code == 200
+        return {r.task_id for r in page.context["cl"].result_list}
+
+    assert task_ids("job=sleep") == {cli.task_id, shell.task_id}
+    assert task_ids("job=sleep&source=cli") == {cli.task_id}
+    assert task_ids("status__exact=SUCCESS") == {cli.task_id, beat.task_id}
+    assert task_ids("job=no_such_job") == set()
+
+
+def test_staff_without_the_run_permission_see_jobs_but_cannot_run_them(client: Client) -> None:
+    viewer = User.objects.create_user("viewer", password="pw", is_staff=True)
+    client.force_login(viewer)
+
+    page = client.get("/admin/core/job/")
+    assert page.status_code == 200 and 'value="Run now"' not in page.content.decode()
+    assert client.post("/admin/core/job/sleep/run/").status_code == 403
+    assert not JobRun.objects.exists()
 
 
 def test_non_staff_users_cannot_reach_the_admin(client: Client) -> None:

@@ -149,3 +149,15 @@ def test_the_openapi_schema_documents_the_job_endpoints(staff_client: APIClient)
         paths = yaml.safe_load(response.content)["paths"]
     assert "/api/v1/admin/jobs/{key}/trigger/" in paths
     assert staff_client.get("/api/v1/docs/").status_code == 200
+
+
+def test_revoking_a_running_job_without_terminate_lets_it_finish(staff_client: APIClient) -> None:
+    run = JobRun.objects.create(
+        job_key="sleep", task_name="core.sleep", task_id="t-run", source="api", status="running"
+    )
+
+    body = staff_client.post("/api/v1/admin/tasks/t-run/revoke/", {"terminate": False}, format="json").json()
+
+    assert body["job_run"]["status"] == "running"
+    run.refresh_from_db()
+    assert run.status == "running"

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import io
 import json
+from pathlib import Path
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -62,6 +63,7 @@ def test_the_cli_process_exits_with_status_2_for_an_unknown_job() -> None:
 
     result = subprocess.run(
         [sys.executable, "manage.py", "jobs", "run", "no_such_job"],
+        cwd=Path(__file__).resolve().parents[2],
         capture_output=True,
         text=True,
         env={**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.test"},
@@ -96,7 +98,28 @@ def test_inspect_without_workers_says_so() -> None:
         call_command("celery_manager", "active", "--timeout", "0.3")
 
 
-def test_flower_refuses_to_start_without_a_password(settings: object) -> None:
+def test_flower_refuses_to_start_without_a_password(settings: object, monkeypatch: pytest.MonkeyPatch) -> None:
+    started: list[list[str]] = []
+    monkeypatch.setattr("os.execv", lambda path, argv: started.append(argv))
     settings.FLOWER_BASIC_AUTH = ""  # type: ignore[attr-defined]
+
     with pytest.raises(CommandError, match="FLOWER_BASIC_AUTH"):
         call_command("celery_manager", "flower")
+    assert started == []
+
+
+def test_flower_gets_its_password_from_the_environment_not_the_command_line(
+    settings: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    started: list[list[str]] = []
+    monkeypatch.setattr("os.execv", lambda path, argv: started.append(argv))
+    monkeypatch.delenv("FLOWER_BASIC_AUTH", raising=False)
+    settings.FLOWER_BASIC_AUTH = "ops:s3cret"  # type: ignore[attr-defined]
+
+    call_command("celery_manager", "flower", stdout=io.StringIO())
+
+    assert started and not any("s3cret" in arg for arg in started[0])
+    assert "--address=127.0.0.1" in started[0]
+    assert os.environ["FLOWER_BASIC_AUTH"] == "ops:s3cret"

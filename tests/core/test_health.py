@@ -6,7 +6,7 @@ import pytest
 from django.test import Client
 
 from core.redis import get_redis
-from core.services.health import HEARTBEAT_KEY, beat_heartbeat_record
+from core.services.health import BEAT_FIRED_KEY, beat_fired_record
 
 pytestmark = pytest.mark.django_db
 
@@ -23,10 +23,10 @@ def test_health_is_503_naming_workers_and_beat_when_neither_runs(client: Client)
 
 
 def test_a_fresh_heartbeat_makes_beat_healthy_and_a_stale_one_does_not(client: Client) -> None:
-    beat_heartbeat_record()
+    beat_fired_record()
     assert client.get("/health/").json()["checks"]["beat"]["ok"] is True
 
-    get_redis().set(HEARTBEAT_KEY, repr(time.time() - 300))
+    get_redis().set(BEAT_FIRED_KEY, repr(time.time() - 300))
     beat = client.get("/health/").json()["checks"]["beat"]
     assert beat["ok"] is False and "limit 120s" in beat["error"]
 
@@ -38,3 +38,15 @@ def test_an_unreachable_broker_is_named(client: Client, settings: object) -> Non
 
     assert response.status_code == 503
     assert "broker" in response.json()["down"]
+
+
+def test_beat_sending_the_heartbeat_is_what_counts_as_beat_alive(client: Client) -> None:
+    import redis
+    from django.conf import settings
+
+    from config.celery import app
+
+    app.tasks["core.beat_heartbeat"].apply_async(headers={"periodic_task_name": "beat_heartbeat"})
+    redis.Redis.from_url(settings.CELERY_BROKER_URL).delete("default")
+
+    assert client.get("/health/").json()["checks"]["beat"]["ok"] is True

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
-from core.catalog import InvalidJobParams, JobCatalog, UnknownJob
+from core.catalog import Crontab, InvalidJobParams, Job, JobCatalog, UnknownJob
 from core.models import JobRun
 from core.scheduler import SchedulerService
 
@@ -111,6 +111,89 @@ def test_a_run_revoked_before_any_worker_saw_it_does_not_execute() -> None:
 
     result = app.tasks["core.sleep"].apply(kwargs={"seconds": 0}, task_id=run.task_id)
 
-    assert result.result == {"revoked": True}
+    assert result.state == "IGNORED"  # eager apply; a worker stores REVOKED (update_state)
     run.refresh_from_db()
     assert run.status == JobRun.Status.REVOKED and run.summary is None
+
+
+@pytest.mark.parametrize(
+    ("crontab", "period"),
+    [
+        (Crontab(minute="0"), 3600),
+        (Crontab(minute="0", hour="0"), 86400),
+        (Crontab(minute="0", hour="*/6"), 21600),
+        (Crontab(minute="0", hour="10", day_of_week="1"), 604800),
+        (Crontab(minute="*/5"), 300),
+    ],
+)
+def test_a_crontab_jobs_messages_expire_after_one_period(crontab: Crontab, period: int) -> None:
+    job = Job(key="k", task="t", description="d", schedule=crontab)
+    assert job.expire_seconds == period
+
+
+def test_a_bare_delay_of_a_catalog_task_is_recorded_as_queued_when_sent() -> None:
+    import redis
+    from django.conf import settings
+
+    from config.celery import app
+
+    result = app.tasks["core.sleep"].delay(seconds=0)
+    redis.Redis.from_url(settings.CELERY_BROKER_URL).delete("default")
+
+    run = JobRun.objects.get(task_id=result.id)
+    assert (run.job_key, run.status, run.source) == ("sleep", "queued", "shell")
+
+
+def test_a_lease_left_by_a_dead_worker_lapses_and_the_job_can_run_again() -> None:
+    import time
+
+    from core.leases import JobLease
+    from core.redis import get_redis
+
+    # A worker that died holding the lease: nobody renews it.
+    get_redis().set("jobs:lease:sleep", "dead-task", px=200)
+    assert not JobLease("sleep", "new-task", ttl_seconds=30).acquire()
+
+    time.sleep(0.3)  # Redis expires keys on its own clock; time_machine cannot move it
+    lease = JobLease("sleep", "new-task", ttl_seconds=30)
+    assert lease.acquire()
+    lease.release()
+
+
+def test_a_held_lease_is_renewed_while_the_job_runs() -> None:
+    import time
+
+    from core.leases import JobLease
+    from core.redis import get_redis
+
+    lease = JobLease("sleep", "t1", ttl_seconds=1)
+    assert lease.acquire()
+    try:
+        time.sleep(1.5)  # longer than the TTL: only renewal keeps it
+        assert get_redis().get("jobs:lease:sleep") == "t1"
+    finally:
+        lease.release()
+    assert get_redis().get("jobs:lease:sleep") is None
+
+
+def test_cleanup_closes_lost_runs_and_deletes_old_finished_ones() -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    def make(task_id: str, status: str, **extra: object) -> None:
+        JobRun.objects.create(
+            job_key="sleep", task_name="core.sleep", task_id=task_id, source="cli", status=status, **extra
+        )
+
+    make("old-done", "succeeded")
+    make("lost", "running", started_at=timezone.now() - timedelta(hours=2))
+    make("fresh", "succeeded")
+    JobRun.objects.filter(task_id="old-done").update(queued_at=timezone.now() - timedelta(days=40))
+
+    run = SchedulerService.trigger_manual_update("job_runs_cleanup", sync=True)
+
+    assert run.summary == {"closed_lost": 1, "deleted": 1}
+    assert not JobRun.objects.filter(task_id="old-done").exists()
+    assert JobRun.objects.get(task_id="lost").status == "failed"
+    assert JobRun.objects.filter(task_id="fresh").exists()

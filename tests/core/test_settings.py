@@ -44,6 +44,9 @@ def test_check_deploy_is_clean_with_production_settings() -> None:
         "DJANGO_SECRET_KEY": secrets.token_urlsafe(60),
         "DJANGO_ALLOWED_HOSTS": "jobs.example.com",
         "DJANGO_READ_DOT_ENV": "false",
+        "DATABASE_URL": "postgres://app@db.internal:5432/app",
+        "CELERY_BROKER_URL": "redis://redis.internal:6379/0",
+        "REDIS_URL": "redis://redis.internal:6379/1",
     }
     result = subprocess.run(
         [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
@@ -68,3 +71,18 @@ def test_production_refuses_to_start_without_a_secret_key() -> None:
     )
     assert result.returncode != 0
     assert "DJANGO_SECRET_KEY" in result.stderr
+
+
+def test_production_refuses_to_fall_back_to_a_local_database_or_broker() -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "CELERY_BROKER_URL", "REDIS_URL")}
+    env.update(
+        DJANGO_SETTINGS_MODULE="config.settings.production",
+        DJANGO_SECRET_KEY=secrets.token_urlsafe(60),
+        DJANGO_ALLOWED_HOSTS="jobs.example.com",
+        DJANGO_READ_DOT_ENV="false",
+    )
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check"], cwd=ROOT, env=env, capture_output=True, text=True, check=False
+    )
+    assert result.returncode != 0
+    assert "DATABASE_URL" in result.stderr

@@ -36,11 +36,14 @@ def wait_for(predicate: Callable[[], Any], *, timeout: float, interval: float = 
 
 
 def process_env(**extra: str) -> dict[str, str]:
+    from urllib.parse import quote
+
     db = connection.settings_dict
+    credentials = quote(db["USER"], safe="") + (f":{quote(db['PASSWORD'], safe='')}" if db.get("PASSWORD") else "")
     env = dict(os.environ)
     env.update(
         DJANGO_SETTINGS_MODULE="config.settings.test",
-        DATABASE_URL=f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}",
+        DATABASE_URL=f"postgres://{credentials}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}",
         CELERY_BROKER_URL=settings.CELERY_BROKER_URL,
         REDIS_URL=settings.REDIS_URL,
         PYTHONUNBUFFERED="1",

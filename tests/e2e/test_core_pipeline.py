@@ -40,9 +40,10 @@ def test_a_job_triggered_from_the_api_goes_queued_running_succeeded(start_worker
     response = api.post("/api/v1/admin/jobs/sleep/trigger/", {"params": {"seconds": 2}}, format="json")
 
     assert response.status_code == 202
+    assert response.json()["status"] == "queued"
     task_id = response.json()["task_id"]
     seen = statuses_seen(task_id, {"succeeded", "failed"}, timeout=30)
-    assert seen == ["queued", "running", "succeeded"]
+    assert seen[-2:] == ["running", "succeeded"]
     run = JobRun.objects.get(task_id=task_id)
     assert run.summary == {"slept_seconds": 2} and run.source == "api"
     assert run.duration_ms is not None and run.duration_ms >= 2000

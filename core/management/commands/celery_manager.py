@@ -27,6 +27,8 @@ class Command(BaseCommand):
         parser.add_argument("--queues", "-Q", help="worker: queues to consume (default: all); purge: queues to empty")
         parser.add_argument("--yes", action="store_true", help="purge without asking")
         parser.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for workers' replies")
+        parser.add_argument("--address", default="127.0.0.1", help="flower: interface to listen on")
+        parser.add_argument("--port", type=int, default=5555, help="flower: port")
 
     def handle(self, *args: Any, **options: Any) -> None:
         action = options["action"]
@@ -42,10 +44,12 @@ class Command(BaseCommand):
         if action == "worker" and options["queues"]:
             argv[argv.index("-Q") + 1] = options["queues"]
         if action == "flower":
-            if not settings.FLOWER_BASIC_AUTH:
+            if ":" not in settings.FLOWER_BASIC_AUTH:
                 raise CommandError("Set FLOWER_BASIC_AUTH=user:password; Flower never runs without a password.")
-            argv.append(f"--basic-auth={settings.FLOWER_BASIC_AUTH}")
-        self.stdout.write(" ".join(a if "basic-auth" not in a else "--basic-auth=***" for a in argv))
+            # Flower reads FLOWER_BASIC_AUTH itself; on the command line `ps` would show it.
+            os.environ["FLOWER_BASIC_AUTH"] = settings.FLOWER_BASIC_AUTH
+            argv += [f"--address={options['address']}", f"--port={options['port']}"]
+        self.stdout.write(" ".join(argv))
         os.execv(sys.executable, argv)  # noqa: S606  (argv is ours, not user input)
 
     def _inspect(self, action: str, timeout: float) -> None:
