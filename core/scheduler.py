@@ -32,19 +32,23 @@ class BrokerUnavailable(RuntimeError):
 
 def _schedule_row(job: Job) -> dict[str, Any]:
     schedule = job.schedule
+    # filter().first() rather than get_or_create(): django-celery-beat has no unique
+    # constraint, and an operator may well have created the same schedule twice.
     if isinstance(schedule, Every):
-        interval, _ = IntervalSchedule.objects.get_or_create(every=schedule.seconds, period=IntervalSchedule.SECONDS)
-        return {"interval": interval, "crontab": None}
+        every: dict[str, Any] = {"every": schedule.seconds, "period": IntervalSchedule.SECONDS}
+        interval = IntervalSchedule.objects.filter(**every).order_by("pk").first()
+        return {"interval": interval or IntervalSchedule.objects.create(**every), "crontab": None}
     assert isinstance(schedule, Crontab)
-    cron, _ = CrontabSchedule.objects.get_or_create(
-        minute=schedule.minute,
-        hour=schedule.hour,
-        day_of_week=schedule.day_of_week,
-        day_of_month=schedule.day_of_month,
-        month_of_year=schedule.month_of_year,
-        timezone=schedule.timezone,
-    )
-    return {"interval": None, "crontab": cron}
+    fields = {
+        "minute": schedule.minute,
+        "hour": schedule.hour,
+        "day_of_week": schedule.day_of_week,
+        "day_of_month": schedule.day_of_month,
+        "month_of_year": schedule.month_of_year,
+        "timezone": schedule.timezone,
+    }
+    cron = CrontabSchedule.objects.filter(**fields).order_by("pk").first()
+    return {"interval": None, "crontab": cron or CrontabSchedule.objects.create(**fields)}
 
 
 def _periodic_defaults(job: Job) -> dict[str, Any]:
@@ -163,7 +167,12 @@ class SchedulerService:
                 jobruns.jobrun_mark_failed(task_id=task_id, exc=exc)
                 raise BrokerUnavailable(f"Could not reach the broker to enqueue {key}: {exc}") from exc
 
-        transaction.on_commit(send)
+        if transaction.get_connection().in_atomic_block:
+            # Inside the caller's transaction: send after it commits, and never let a
+            # broker failure stop the caller's other on-commit hooks (the run records it).
+            transaction.on_commit(send, robust=True)
+        else:
+            send()
         return run
 
     @staticmethod

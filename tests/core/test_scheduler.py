@@ -197,3 +197,27 @@ def test_cleanup_closes_lost_runs_and_deletes_old_finished_ones() -> None:
     assert not JobRun.objects.filter(task_id="old-done").exists()
     assert JobRun.objects.get(task_id="lost").status == "failed"
     assert JobRun.objects.filter(task_id="fresh").exists()
+
+
+def test_setup_copes_with_a_schedule_an_operator_created_twice() -> None:
+    IntervalSchedule.objects.create(every=30, period=IntervalSchedule.SECONDS)
+    IntervalSchedule.objects.create(every=30, period=IntervalSchedule.SECONDS)
+
+    assert "beat_heartbeat" in SchedulerService.setup_default_tasks()["created"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_trigger_with_the_broker_down_fails_clearly_and_records_why(settings: object) -> None:
+    from config.celery import app
+    from core.scheduler import BrokerUnavailable
+
+    app.conf.broker_url = "redis://127.0.0.1:1/0"
+    app.pool.force_close_all()
+    try:
+        with pytest.raises(BrokerUnavailable, match="Could not reach the broker"):
+            SchedulerService.trigger_manual_update("sleep", {"seconds": 0})
+    finally:
+        app.conf.broker_url = settings.CELERY_BROKER_URL  # type: ignore[attr-defined]
+        app.pool.force_close_all()
+    run = JobRun.objects.get()
+    assert run.status == "failed" and run.error
