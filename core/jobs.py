@@ -29,7 +29,7 @@ JOBS = [
         key="job_runs_cleanup",
         task="core.cleanup_job_runs",
         description="Close runs left `running` by a dead worker, and delete finished runs past the retention period.",
-        schedule=Crontab(minute="30", hour="3"),
+        schedule=Crontab(minute="15", hour="4"),
         params=CleanupJobRunsParams,
     ),
     Job(

@@ -192,6 +192,7 @@ EXCHANGE_RATES_TIMEOUT_SECONDS = env_int("EXCHANGE_RATES_TIMEOUT_SECONDS", 10, m
 # Beat is reported down when its heartbeat job has not run for this long.
 BEAT_HEARTBEAT_MAX_AGE_SECONDS = env_int("BEAT_HEARTBEAT_MAX_AGE_SECONDS", 120, minimum=1)
 JOBRUN_RETENTION_DAYS = env_int("JOBRUN_RETENTION_DAYS", 30, minimum=1)
+AUDIT_LOG_RETENTION_DAYS = env_int("AUDIT_LOG_RETENTION_DAYS", 90, minimum=1)
 
 from config.settings.celery import *  # noqa: E402,F403
 from config.settings.notifications import *  # noqa: E402,F403
