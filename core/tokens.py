@@ -30,11 +30,12 @@ def token_issue(*, purpose: str, user_id: int, ttl_seconds: int) -> str:
 def token_consume(*, purpose: str, token: str) -> int | None:
     """The user id the token was issued for, once; None when unknown, expired or used."""
     r = get_redis()
-    value = r.getdel(_KEY.format(purpose=purpose, token=token))
-    if value is None:
+    raw = r.getdel(_KEY.format(purpose=purpose, token=token))
+    if raw is None:
         return None
-    r.zrem(_INDEX.format(purpose=purpose), f"{value}:{token}")
-    return int(value)
+    user_id = int(raw)  # the client decodes responses: this is a str
+    r.zrem(_INDEX.format(purpose=purpose), f"{user_id}:{token}")
+    return user_id
 
 
 def tokens_cleanup_expired(*, batch: int = 1000) -> dict[str, int]:
