@@ -1,0 +1,137 @@
+"""Logistics REST endpoints: the EIC's offer/cancel and the driver's list, accept and reject."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from django.utils import timezone
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import status
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from logistics import selectors, services
+from logistics.permissions import IsDriver, IsEIC
+from logistics.serializers import (
+    DriverTripInputSerializer,
+    ErrorSerializer,
+    PendingOfferSerializer,
+    StockRequestSerializer,
+    StockRequestStatusInputSerializer,
+)
+
+
+def _answer(call: Callable[[], Any]) -> Any | Response:
+    """Run a service call; its domain errors become 404 / 409 / 400 with the reason."""
+    try:
+        return call()
+    except services.NotFound as exc:
+        return Response({"detail": str(exc)}, status=status.HTTP_404_NOT_FOUND)
+    except services.Conflict as exc:
+        return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+    except services.InvalidInput as exc:
+        return Response({exc.field: [str(exc)]}, status=status.HTTP_400_BAD_REQUEST)
+
+
+_ERRORS = {
+    400: OpenApiResponse(description="Invalid body: the field and the reason"),
+    401: OpenApiResponse(ErrorSerializer, description="Not authenticated"),
+    403: OpenApiResponse(ErrorSerializer, description="Authenticated but not allowed"),
+    404: OpenApiResponse(ErrorSerializer, description="No such stock request (or not yours)"),
+    409: OpenApiResponse(ErrorSerializer, description="The state does not allow it: the reason"),
+}
+
+
+class EicStockRequestStatusApi(APIView):
+    permission_classes = [IsAuthenticated, IsEIC]
+
+    @extend_schema(
+        request=StockRequestStatusInputSerializer,
+        responses={200: StockRequestSerializer, **_ERRORS},
+        summary="Offer a stock request's trip to a driver (ASSIGNING) or cancel it (CANCELLED)",
+        tags=["logistics"],
+    )
+    def patch(self, request: Request, pk: int) -> Response:
+        body = StockRequestStatusInputSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        data = body.validated_data
+        if data["status"] == "ASSIGNING":
+            outcome = _answer(
+                lambda: (
+                    services.stock_request_offer(
+                        stock_request_id=pk,
+                        driver_id=data["target_driver"],
+                        mode=data["assignment_mode"],
+                        offered_by=request.user,
+                    ).stock_request
+                )
+            )
+        else:
+            outcome = _answer(lambda: services.stock_request_cancel(stock_request_id=pk))
+        if isinstance(outcome, Response):
+            return outcome
+        outcome.refresh_from_db()
+        return Response(StockRequestSerializer(outcome).data)
+
+
+class DriverPendingOffersApi(APIView):
+    permission_classes = [IsAuthenticated, IsDriver]
+
+    @extend_schema(
+        responses={200: PendingOfferSerializer(many=True), 401: _ERRORS[401], 403: _ERRORS[403]},
+        summary="The calling driver's open trip offers, with the seconds left to accept",
+        tags=["logistics"],
+    )
+    def get(self, request: Request) -> Response:
+        now = timezone.now()
+        offers = selectors.driver_pending_offers(driver=request.driver, now=now)  # type: ignore[attr-defined]
+        return Response(PendingOfferSerializer(offers, many=True, context={"now": now}).data)
+
+
+class DriverTripAcceptApi(APIView):
+    permission_classes = [IsAuthenticated, IsDriver]
+
+    @extend_schema(
+        request=DriverTripInputSerializer,
+        responses={200: StockRequestSerializer, **_ERRORS},
+        summary="Accept a trip offer before its deadline (checked on the server)",
+        tags=["logistics"],
+    )
+    def post(self, request: Request) -> Response:
+        body = DriverTripInputSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        outcome = _answer(
+            lambda: services.offer_accept(
+                driver=request.driver,  # type: ignore[attr-defined]
+                stock_request_id=body.validated_data["stock_request_id"],
+            )
+        )
+        if isinstance(outcome, Response):
+            return outcome
+        return Response(StockRequestSerializer(outcome).data)
+
+
+class DriverTripRejectApi(APIView):
+    permission_classes = [IsAuthenticated, IsDriver]
+
+    @extend_schema(
+        request=DriverTripInputSerializer,
+        responses={200: StockRequestSerializer, **_ERRORS},
+        summary="Decline a trip offer: the request returns to PENDING and the EIC users are told",
+        tags=["logistics"],
+    )
+    def post(self, request: Request) -> Response:
+        body = DriverTripInputSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        outcome = _answer(
+            lambda: services.offer_reject(
+                driver=request.driver,  # type: ignore[attr-defined]
+                stock_request_id=body.validated_data["stock_request_id"],
+            )
+        )
+        if isinstance(outcome, Response):
+            return outcome
+        return Response(StockRequestSerializer(outcome).data)
