@@ -1,0 +1,8 @@
+"""Importing this package registers every payments task (the job catalog imports `payments.tasks`)."""
+
+from __future__ import annotations
+
+from payments.tasks.orders import cancel_expired_order, check_payment_timeouts
+from payments.tasks.rates import update_exchange_rates
+
+__all__ = ["cancel_expired_order", "check_payment_timeouts", "update_exchange_rates"]

@@ -1,0 +1,20 @@
+from __future__ import annotations
+
+from typing import Any
+
+from celery import shared_task
+
+
+@shared_task(name="payments.check_payment_timeouts")
+def check_payment_timeouts(older_than_days: int | None = None) -> dict[str, Any]:
+    from payments.services.orders import orders_cancel_expired
+
+    return orders_cancel_expired(older_than_days=older_than_days)
+
+
+@shared_task(name="payments.cancel_expired_order")
+def cancel_expired_order(order_id: str, older_than_days: int | None = None) -> dict[str, Any]:
+    """Cancel one unpaid order past its deadline. An unknown or no longer pending order is reported, not retried."""
+    from payments.services.orders import order_cancel_expired
+
+    return order_cancel_expired(order_id=order_id, older_than_days=older_than_days)

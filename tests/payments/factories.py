@@ -1,0 +1,105 @@
+"""Payments test data and probes: products, orders placed through the service, the broker's view of enqueued tasks."""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from datetime import timedelta
+from decimal import Decimal
+from itertools import count
+from pathlib import Path
+from typing import Any
+
+import redis
+from django.conf import settings
+from django.utils import timezone
+
+from core.models import User
+from payments.models import Order, Product
+from payments.services.orders import order_place
+
+FIXTURES = Path(__file__).parent / "fixtures"
+_skus = count(1)
+
+
+def make_product(*, stock: int = 100, price: str = "10.00", currency: str = "EUR", sku: str | None = None) -> Product:
+    n = next(_skus)
+    return Product.objects.create(
+        sku=sku or f"SKU-{uuid.uuid4().hex[:8]}-{n}",
+        name=f"Product {n}",
+        price=Decimal(price),
+        currency=currency,
+        stock=stock,
+    )
+
+
+def place(customer: User, items: dict[Product, int], *, age_days: float = 0) -> Order:
+    order = order_place(customer_id=customer.pk, items={p.pk: q for p, q in items.items()})
+    if age_days:
+        Order.objects.filter(pk=order.pk).update(created_at=timezone.now() - timedelta(days=age_days))
+        order.refresh_from_db()
+    return order
+
+
+def stock_of(*products: Product) -> list[int]:
+    return list(Product.objects.filter(pk__in=[p.pk for p in products]).order_by("pk").values_list("stock", flat=True))
+
+
+class BrokerQueue:
+    """What was really sent to a Redis queue of the test broker, decoded from kombu's JSON envelope."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+
+    def messages(self) -> list[dict[str, Any]]:
+        out = []
+        for raw in reversed(self.client.lrange(self.name, 0, -1)):
+            envelope = json.loads(raw)
+            args, kwargs, _ = json.loads(base64.b64decode(envelope["body"]))
+            out.append({"task": envelope["headers"]["task"], "args": args, "kwargs": kwargs})
+        return out
+
+    def tasks(self, name: str) -> list[dict[str, Any]]:
+        return [m for m in self.messages() if m["task"] == name]
+
+
+def seed_orders(
+    customer: User, products: list[Product], *, count: int, age_days: float, units: tuple[int, ...] = (1, 2, 3)
+) -> list[Order]:
+    """`count` pending orders with one line per entry of `units`, stock already taken, one open transaction each.
+
+    Set-based, for the concurrency tests that need thousands of orders quickly; the
+    result is what `order_place` would have left behind.
+    """
+    from django.db import transaction
+    from django.db.models import F
+
+    from payments.models import OrderItem, PaymentTransaction
+
+    created_at = timezone.now() - timedelta(days=age_days)
+    taken: dict[int, int] = {}
+    orders, items, txs = [], [], []
+    for i in range(count):
+        order = Order(customer=customer, currency="EUR", total=Decimal("0"), created_at=created_at)
+        total = Decimal("0")
+        for j, qty in enumerate(units):
+            product = products[(i + j) % len(products)]
+            items.append(OrderItem(order=order, product=product, quantity=qty, unit_price=product.price))
+            taken[product.pk] = taken.get(product.pk, 0) + qty
+            total += product.price * qty
+        order.total = total
+        orders.append(order)
+        txs.append(
+            PaymentTransaction(
+                order=order, provider="seed", provider_reference=f"seed-{order.pk}", amount=total, currency="EUR"
+            )
+        )
+    with transaction.atomic():
+        Order.objects.bulk_create(orders, batch_size=1000)
+        OrderItem.objects.bulk_create(items, batch_size=3000)
+        PaymentTransaction.objects.bulk_create(txs, batch_size=1000)
+        for pk, qty in taken.items():
+            Product.objects.filter(pk=pk).update(stock=F("stock") - qty)
+    return orders

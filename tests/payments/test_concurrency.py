@@ -1,0 +1,119 @@
+"""Races on PostgreSQL: threads with their own database connections, committing for real."""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from django.db import connection
+from django.db.models import Sum
+
+from core.models import User
+from payments.models import Order, OrderItem, PaymentTransaction, Product
+from payments.services.orders import OrderNotPayable, order_cancel_expired, order_pay, orders_cancel_expired
+from tests.payments.factories import BrokerQueue, make_product, seed_orders
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def run_together(*fns: Callable[[], Any]) -> list[Any]:
+    """Start every function at the same moment on its own thread (and connection); re-raise any failure."""
+    barrier = threading.Barrier(len(fns))
+    results: list[Any] = [None] * len(fns)
+    errors: list[BaseException] = []
+
+    def runner(i: int, fn: Callable[[], Any]) -> None:
+        try:
+            barrier.wait(timeout=30)
+            results[i] = fn()
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=runner, args=(i, fn)) for i, fn in enumerate(fns)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert not any(t.is_alive() for t in threads), "a racer is stuck (deadlock?)"
+    if errors:
+        raise errors[0]
+    return results
+
+
+def test_two_sweeps_at_once_cancel_each_of_2000_orders_once_and_restore_stock_once(
+    customer: User, notifications_queue: BrokerQueue
+) -> None:
+    products = [make_product(stock=10_000) for _ in range(20)]
+    orders = seed_orders(customer, products, count=2000, age_days=4)
+    assert sum(Product.objects.values_list("stock", flat=True)) == 20 * 10_000 - 2000 * 6
+
+    first, second = run_together(
+        lambda: orders_cancel_expired(chunk_size=50), lambda: orders_cancel_expired(chunk_size=50)
+    )
+
+    # Both really ran at once: each cancelled part and skipped the chunks the other held.
+    assert first["orders_cancelled"] > 0 and second["orders_cancelled"] > 0
+    assert first["orders_cancelled"] + second["orders_cancelled"] == 2000
+    assert first["units_restored"] + second["units_restored"] == 2000 * 6
+    assert first["transactions_cancelled"] + second["transactions_cancelled"] == 2000
+    assert Order.objects.filter(status=Order.Status.CANCELLED, payment_status="failed").count() == 2000
+    assert set(Product.objects.values_list("stock", flat=True)) == {10_000}
+    assert not PaymentTransaction.objects.exclude(status=PaymentTransaction.Status.CANCELLED).exists()
+    notified = Counter(
+        order_id
+        for m in notifications_queue.tasks("notifications.send_payment_failed_many")
+        for order_id in m["args"][0]
+    )
+    assert set(notified) == {str(o.pk) for o in orders}
+    assert set(notified.values()) == {1}  # every customer told once
+
+
+@pytest.mark.parametrize("canceller", ["sweep", "one_by_one"])
+def test_a_payment_racing_the_cancellation_ends_paid_or_cancelled_never_both(customer: User, canceller: str) -> None:
+    products = [make_product(stock=10_000) for _ in range(5)]
+    orders = seed_orders(customer, products, count=300, age_days=4, units=(2, 1))
+    ids = [o.pk for o in orders]
+    paid_ok: set[Any] = set()
+    refused: set[Any] = set()
+
+    def pay_all() -> None:
+        for pk in random.sample(ids, len(ids)):
+            try:
+                order_pay(order_id=pk, provider="seed", provider_reference=f"seed-{pk}")
+                paid_ok.add(pk)
+            except OrderNotPayable:
+                refused.add(pk)
+
+    def cancel_all() -> dict[str, int]:
+        if canceller == "sweep":
+            return orders_cancel_expired(chunk_size=10)
+        outcomes = [order_cancel_expired(order_id=str(pk)) for pk in ids]
+        return {"orders_cancelled": sum(o["orders_cancelled"] for o in outcomes)}
+
+    _, cancelled_summary = run_together(pay_all, cancel_all)
+
+    paid = set(Order.objects.filter(status=Order.Status.PAID, payment_status="paid").values_list("pk", flat=True))
+    cancelled = set(
+        Order.objects.filter(status=Order.Status.CANCELLED, payment_status="failed").values_list("pk", flat=True)
+    )
+    assert paid | cancelled == set(ids) and not paid & cancelled
+    assert paid == paid_ok and cancelled == refused
+    assert cancelled_summary["orders_cancelled"] == len(cancelled)
+    assert not Order.objects.filter(paid_at__isnull=False, cancelled_at__isnull=False).exists()
+    # Stock given back for exactly the cancelled orders, never for a paid one.
+    held_by_paid = dict(
+        OrderItem.objects.filter(order_id__in=paid)
+        .values("product_id")
+        .annotate(n=Sum("quantity"))
+        .values_list("product_id", "n")
+    )
+    for product in Product.objects.all():
+        assert product.stock == 10_000 - held_by_paid.get(product.pk, 0)
+    tx = dict(PaymentTransaction.objects.values_list("order_id", "status"))
+    assert {tx[pk] for pk in paid} <= {"succeeded"} and {tx[pk] for pk in cancelled} <= {"cancelled"}
