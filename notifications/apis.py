@@ -1,0 +1,58 @@
+"""Staff API: POST /api/v1/admin/notifications/{id}/retry/ (the dead-letter view's Retry)."""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import serializers, status
+from rest_framework.permissions import IsAdminUser
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from notifications.models import Notification
+from notifications.services import notification_retry
+
+
+class NotificationOutputSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Notification
+        fields = (
+            "id",
+            "channel",
+            "template_key",
+            "to_address",
+            "status",
+            "attempts",
+            "last_error",
+            "provider",
+            "provider_message_id",
+            "dedupe_key",
+            "created_at",
+            "sent_at",
+        )
+
+
+class NotificationRetryApi(APIView):
+    permission_classes = [IsAdminUser]
+
+    @extend_schema(
+        request=None,
+        responses={
+            202: NotificationOutputSerializer,
+            404: OpenApiResponse(description="Unknown notification id"),
+            409: OpenApiResponse(description="The notification is not failed"),
+        },
+        summary="Send a failed notification again",
+    )
+    def post(self, request: Request, notification_id: int) -> Response:
+        notification = Notification.objects.filter(pk=notification_id).first()
+        if notification is None:
+            return Response({"detail": f"No notification with id {notification_id}."}, status=status.HTTP_404_NOT_FOUND)
+        result = notification_retry(notification_ids=[notification.pk])
+        notification.refresh_from_db()
+        if not result["retried"]:
+            return Response(
+                {"detail": f"Only failed notifications can be retried; this one is {notification.status}."},
+                status=status.HTTP_409_CONFLICT,
+            )
+        return Response(NotificationOutputSerializer(notification).data, status=status.HTTP_202_ACCEPTED)

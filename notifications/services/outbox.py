@@ -1,0 +1,233 @@
+"""Writing to the outbox: `notify` for one message, `notify_many` for a sweep's thousands."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import partial
+from itertools import islice
+from typing import TYPE_CHECKING, Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from notifications.exceptions import InvalidAddress
+from notifications.models import Channel, Notification, NotificationTemplate, PushDevice
+from notifications.validation import email_validate, looks_like_email, phone_validate
+
+if TYPE_CHECKING:
+    from core.models import User
+
+logger = logging.getLogger(__name__)
+
+# One INSERT and one broker connection per chunk; 500 rows of a few hundred bytes each
+# keep a statement well under a second on PostgreSQL while still batching the round trips.
+CHUNK_SIZE = 500
+
+
+@dataclass(frozen=True)
+class NotifyRequest:
+    template: str
+    context: dict[str, Any]
+    channels: Sequence[str]
+    dedupe_key: str
+    user: User | None = None
+    to: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def notify(
+    *,
+    template: str,
+    user: User | None = None,
+    to: str | None = None,
+    context: dict[str, Any],
+    channels: Sequence[str],
+    dedupe_key: str,
+) -> list[Notification]:
+    """Write one outbox row per channel (per device for push) in the caller's transaction.
+
+    Delivery is enqueued when that transaction commits. A second call with the same
+    `dedupe_key` returns the rows of the first and sends nothing. A channel the user has
+    no address for is written `cancelled` with the reason; an unknown template or a
+    malformed address is written `failed` with the error. Neither is sent or retried.
+    """
+    request = NotifyRequest(
+        template=template, user=user, to=to, context=context, channels=channels, dedupe_key=dedupe_key
+    )
+    _check_request(request)
+    existing = list(Notification.objects.filter(dedupe_group=dedupe_key).order_by("pk"))
+    if existing:
+        return existing
+    rows = _build_rows([request], templates=_templates_for([request]), devices=_devices_for([request]))
+    # A concurrent call with the same key waits here on the unique index, then inserts nothing.
+    Notification.objects.bulk_create(rows, ignore_conflicts=True)
+    saved = list(Notification.objects.filter(dedupe_group=dedupe_key).order_by("pk"))
+    enqueue_deliveries([n.pk for n in saved if n.status == Notification.Status.PENDING])
+    return saved
+
+
+def notify_many(requests: Iterable[NotifyRequest]) -> int:
+    """`notify` for many requests at once: rows by bulk_create, deliveries sent in chunks.
+
+    Returns how many outbox rows were written; requests whose `dedupe_key` already has
+    rows are skipped.
+    """
+    written = 0
+    iterator = iter(requests)
+    while chunk := list(islice(iterator, CHUNK_SIZE)):
+        for request in chunk:
+            _check_request(request)
+        groups = {r.dedupe_key for r in chunk}
+        seen = set(Notification.objects.filter(dedupe_group__in=groups).values_list("dedupe_group", flat=True))
+        fresh = list({r.dedupe_key: r for r in chunk if r.dedupe_key not in seen}.values())
+        if not fresh:
+            continue
+        rows = _build_rows(fresh, templates=_templates_for(fresh), devices=_devices_for(fresh))
+        with transaction.atomic():
+            Notification.objects.bulk_create(rows, batch_size=CHUNK_SIZE, ignore_conflicts=True)
+            pending = list(
+                Notification.objects.filter(
+                    dedupe_key__in=[r.dedupe_key for r in rows], status=Notification.Status.PENDING
+                ).values_list("pk", flat=True)
+            )
+            enqueue_deliveries(pending)
+        written += len(rows)
+    return written
+
+
+def enqueue_deliveries(notification_ids: Sequence[int], *, countdown: float | None = None) -> None:
+    """Send `notifications.deliver` for each id once the current transaction commits.
+
+    robust: a broker outage must not undo the caller's commit; the rows stay pending and
+    the recovery job enqueues them later.
+    """
+    ids = list(notification_ids)
+    for start in range(0, len(ids), CHUNK_SIZE):
+        transaction.on_commit(partial(_publish, ids[start : start + CHUNK_SIZE], countdown), robust=True)
+
+
+def _publish(ids: list[int], countdown: float | None) -> None:
+    from notifications.tasks import deliver as deliver_task
+
+    options: dict[str, Any] = {"countdown": countdown} if countdown else {}
+    with deliver_task.app.producer_or_acquire() as producer:
+        for pk in ids:
+            deliver_task.apply_async((pk,), producer=producer, **options)
+
+
+def _check_request(request: NotifyRequest) -> None:
+    # Programming errors, not bad input: raise at the call site instead of writing a row.
+    if not request.dedupe_key:
+        raise ValueError("notify() needs a non-empty dedupe_key")
+    if not request.channels or isinstance(request.channels, str):
+        raise ValueError("channels must be a non-empty list such as ['email', 'sms']")
+    unknown = [c for c in request.channels if c not in Channel.values]
+    if unknown:
+        raise ValueError(f"unknown channel(s) {unknown}; use {Channel.values}")
+
+
+def _templates_for(requests: Sequence[NotifyRequest]) -> set[tuple[str, str]]:
+    keys = {r.template for r in requests}
+    return set(NotificationTemplate.objects.filter(key__in=keys, is_active=True).values_list("key", "channel"))
+
+
+def _devices_for(requests: Sequence[NotifyRequest]) -> dict[int, list[PushDevice]]:
+    user_ids = {r.user.pk for r in requests if r.user is not None and not r.to and Channel.PUSH in r.channels}
+    devices: dict[int, list[PushDevice]] = {}
+    if user_ids:
+        for device in PushDevice.objects.filter(user_id__in=user_ids, active=True).order_by("pk"):
+            devices.setdefault(device.user_id, []).append(device)
+    return devices
+
+
+def _build_rows(
+    requests: Sequence[NotifyRequest], *, templates: set[tuple[str, str]], devices: dict[int, list[PushDevice]]
+) -> list[Notification]:
+    now = timezone.now()
+    rows: list[Notification] = []
+    for request in requests:
+        for channel in dict.fromkeys(request.channels):
+            rows.extend(_rows_for_channel(request, channel, templates=templates, devices=devices, now=now))
+    return rows
+
+
+def _rows_for_channel(
+    request: NotifyRequest,
+    channel: str,
+    *,
+    templates: set[tuple[str, str]],
+    devices: dict[int, list[PushDevice]],
+    now: datetime,
+) -> list[Notification]:
+    key = f"{request.dedupe_key}:{channel}"
+    context = request.context or {}
+    data = _push_data(request) if channel == Channel.PUSH else {}
+
+    def row(status: str = Notification.Status.PENDING, error: str = "", **fields: Any) -> Notification:
+        fields.setdefault("dedupe_key", key)
+        return Notification(
+            channel=channel,
+            user=request.user,
+            template_key=request.template,
+            context=context,
+            data=data or {},
+            dedupe_group=request.dedupe_key,
+            status=status,
+            last_error=error,
+            enqueued_at=now,
+            **fields,
+        )
+
+    if (request.template, channel) not in templates:
+        return [row(Notification.Status.FAILED, f"unknown template {request.template!r} for channel {channel}")]
+
+    if channel == Channel.PUSH:
+        if request.to:
+            return [row(to_address=request.to)]
+        if request.user is None:
+            return [row(Notification.Status.FAILED, "push needs a user with an active device or a device token")]
+        user_devices = devices.get(request.user.pk, [])
+        if not user_devices:
+            return [row(Notification.Status.FAILED, f"user {request.user.pk} has no active push device")]
+        return [row(to_address=d.token, device=d, dedupe_key=f"{key}:{d.pk}") for d in user_devices]
+
+    address, skip_reason = _address_for(request, channel)
+    if skip_reason:
+        return [row(Notification.Status.CANCELLED, f"skipped: {skip_reason}", to_address=address)]
+    try:
+        email_validate(address) if channel == Channel.EMAIL else phone_validate(address)
+    except InvalidAddress as exc:
+        return [row(Notification.Status.FAILED, str(exc), to_address=address[:4096])]
+    return [row(to_address=address)]
+
+
+def _push_data(request: NotifyRequest) -> dict[str, str]:
+    """FCM data: context["data"] when the caller gave one, else the context's plain values."""
+    context = request.context or {}
+    given = context.get("data")
+    if isinstance(given, dict):
+        return {str(k): str(v) for k, v in given.items()}
+    data = {k: str(v) for k, v in context.items() if isinstance(v, (str, int, float, bool))}
+    data["template"] = request.template
+    return data
+
+
+def _address_for(request: NotifyRequest, channel: str) -> tuple[str, str]:
+    """The address for `channel`, or a reason to skip the channel."""
+    if request.to:
+        if len(request.channels) == 1:
+            return request.to, ""
+        # One explicit address and several channels: each channel takes the kind it can use.
+        is_email = looks_like_email(request.to)
+        if (channel == Channel.EMAIL) == is_email:
+            return request.to, ""
+        return "", f"the address given is not for {channel}"
+    if request.user is None:
+        return "", "no user and no address given"
+    if channel == Channel.EMAIL:
+        return (request.user.email, "") if request.user.email else ("", f"user {request.user.pk} has no email address")
+    phone = getattr(request.user, "phone_number", "")
+    return (phone, "") if phone else ("", f"user {request.user.pk} has no phone number")

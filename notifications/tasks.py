@@ -1,0 +1,177 @@
+"""Thin Celery shells over the notifications services. All route to the `notifications` queue."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+from celery import Task, shared_task
+from celery.utils.time import get_exponential_backoff_interval
+from django.conf import settings
+
+logger = logging.getLogger(__name__)
+
+# The delivery policy: 3 retries at most, exponential backoff with full jitter, never more
+# than 10 minutes between two tries (Redis's visibility_timeout is well above that).
+MAX_RETRIES = 3
+RETRY_BACKOFF_MAX_SECONDS = 600
+
+
+def _dedupe(task: Task, prefix: str) -> str:
+    # A redelivered message keeps its task id, so it maps to the same outbox rows.
+    return f"{prefix}:{task.request.id or uuid.uuid4()}"
+
+
+def _summary(rows: list[Any]) -> dict[str, Any]:
+    return {
+        "notifications": [{"id": n.pk, "channel": n.channel, "status": n.status, "error": n.last_error} for n in rows]
+    }
+
+
+@shared_task(
+    bind=True,
+    name="notifications.deliver",
+    max_retries=MAX_RETRIES,
+    retry_backoff=True,
+    retry_backoff_max=RETRY_BACKOFF_MAX_SECONDS,
+    retry_jitter=True,
+    acks_late=True,
+)
+def deliver(self: Task, notification_id: int) -> dict[str, Any]:
+    """Deliver one outbox row; retry transient provider errors only, honouring Retry-After.
+
+    The countdown is Celery's own exponential backoff with full jitter (base
+    NOTIFICATIONS_RETRY_BACKOFF_SECONDS, capped by retry_backoff_max), raised to the
+    provider's Retry-After when that is longer.
+    """
+    from notifications.services.delivery import RateLimited, RetryLater, notification_deliver
+
+    retry_countdown: float | None = None
+    if self.request.retries < MAX_RETRIES:
+        retry_countdown = get_exponential_backoff_interval(
+            factor=settings.NOTIFICATIONS_RETRY_BACKOFF_SECONDS,
+            retries=self.request.retries,
+            maximum=RETRY_BACKOFF_MAX_SECONDS,
+            full_jitter=True,
+        )
+    try:
+        return notification_deliver(notification_id=notification_id, retry_countdown=retry_countdown)
+    except RetryLater as exc:
+        raise self.retry(exc=exc, countdown=exc.countdown) from None
+    except RateLimited as exc:
+        # Not a failure: re-send without spending one of the three retries.
+        self.apply_async((notification_id,), countdown=exc.countdown, retries=self.request.retries)  # type: ignore[call-arg]
+        return {"notification_id": notification_id, "outcome": "rate_limited", "countdown": exc.countdown}
+
+
+@shared_task(bind=True, name="notifications.send_email")
+def send_email(self: Task, to: str, subject: str, body: str) -> dict[str, Any]:
+    from notifications.services import notify
+
+    rows = notify(
+        template="raw_email",
+        to=to,
+        context={"subject": subject, "body": body},
+        channels=["email"],
+        dedupe_key=_dedupe(self, "send_email"),
+    )
+    return _summary(rows)
+
+
+@shared_task(bind=True, name="notifications.send_sms")
+def send_sms(self: Task, to: str, body: str) -> dict[str, Any]:
+    from notifications.services import notify
+
+    rows = notify(
+        template="raw_sms", to=to, context={"body": body}, channels=["sms"], dedupe_key=_dedupe(self, "send_sms")
+    )
+    return _summary(rows)
+
+
+@shared_task(bind=True, name="notifications.send_templated_email")
+def send_templated_email(self: Task, template: str, to: str, context: dict[str, Any]) -> dict[str, Any]:
+    from notifications.services import notify
+
+    rows = notify(
+        template=template, to=to, context=context, channels=["email"], dedupe_key=_dedupe(self, f"email:{template}")
+    )
+    return _summary(rows)
+
+
+@shared_task(bind=True, name="notifications.send_templated_sms")
+def send_templated_sms(self: Task, template: str, to: str, context: dict[str, Any]) -> dict[str, Any]:
+    from notifications.services import notify
+
+    rows = notify(
+        template=template, to=to, context=context, channels=["sms"], dedupe_key=_dedupe(self, f"sms:{template}")
+    )
+    return _summary(rows)
+
+
+@shared_task(bind=True, name="notifications.send_push")
+def send_push(self: Task, user_id: int, title: str, body: str, data: dict[str, Any] | None = None) -> dict[str, Any]:
+    from core.models import User
+    from notifications.services import notify
+
+    user = User.objects.filter(pk=user_id).first()
+    if user is None:
+        logger.warning("send_push: user %s does not exist", user_id)
+        return {"user_id": user_id, "outcome": "not_found"}
+    rows = notify(
+        template="raw_push",
+        user=user,
+        context={"title": title, "body": body, "data": data or {}},
+        channels=["push"],
+        dedupe_key=_dedupe(self, "send_push"),
+    )
+    return _summary(rows)
+
+
+@shared_task(name="notifications.send_order_confirmation")
+def send_order_confirmation(order_id: str) -> dict[str, Any]:
+    from notifications.services.events import order_event_notify
+
+    return order_event_notify(event="order_confirmation", order_id=order_id)
+
+
+@shared_task(name="notifications.send_order_shipped")
+def send_order_shipped(order_id: str) -> dict[str, Any]:
+    from notifications.services.events import order_event_notify
+
+    return order_event_notify(event="order_shipped", order_id=order_id)
+
+
+@shared_task(name="notifications.send_payment_failed")
+def send_payment_failed(order_id: str) -> dict[str, Any]:
+    from notifications.services.events import order_event_notify
+
+    return order_event_notify(event="payment_failed", order_id=order_id)
+
+
+@shared_task(name="notifications.send_payment_failed_many")
+def send_payment_failed_many(order_ids: list[str]) -> dict[str, Any]:
+    from notifications.services.events import payment_failed_notify_many
+
+    return payment_failed_notify_many(order_ids=order_ids)
+
+
+@shared_task(name="notifications.send_subscription_renewal_reminder")
+def send_subscription_renewal_reminder(subscription_id: str) -> dict[str, Any]:
+    from notifications.services.events import subscription_reminder_notify
+
+    return subscription_reminder_notify(subscription_id=subscription_id)
+
+
+@shared_task(name="notifications.recover_outbox")
+def recover_outbox(older_than_seconds: int | None = None) -> dict[str, Any]:
+    from notifications.services import notifications_recover_stuck
+
+    return notifications_recover_stuck(older_than_seconds=older_than_seconds)
+
+
+@shared_task(name="notifications.retry_failed")
+def retry_failed(notification_ids: list[int]) -> dict[str, int]:
+    from notifications.services import notification_retry
+
+    return notification_retry(notification_ids=notification_ids)

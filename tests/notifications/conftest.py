@@ -1,0 +1,160 @@
+"""Fixtures for the notifications tests: users with addresses, devices, providers at a local server."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from aiosmtpd.controller import Controller
+from django.test import override_settings
+from pytest_httpserver import HTTPServer
+
+from core.models import User
+from notifications.models import PushDevice
+
+
+@pytest.fixture(autouse=True)
+def default_templates(request: pytest.FixtureRequest) -> None:
+    """The default templates, even after a transactional test (ours or another app's) truncated them."""
+    from notifications.services import notification_templates_install_defaults
+
+    marker = request.node.get_closest_marker("django_db")
+    if "transactional_db" in request.fixturenames or (marker and marker.kwargs.get("transaction")):
+        request.getfixturevalue("transactional_db")
+    elif marker or "db" in request.fixturenames:
+        request.getfixturevalue("db")
+    else:
+        return
+    notification_templates_install_defaults()
+
+
+@pytest.fixture
+def recipient(db: Any) -> User:
+    return User.objects.create_user(
+        username="recipient", email="ada@example.com", phone_number="+14155552671", first_name="Ada"
+    )
+
+
+@pytest.fixture
+def device(recipient: User) -> PushDevice:
+    return PushDevice.objects.create(user=recipient, token="fcm-token-1", platform=PushDevice.Platform.ANDROID)
+
+
+@pytest.fixture
+def twilio(httpserver: HTTPServer) -> Iterator[HTTPServer]:
+    with override_settings(
+        SMS_PROVIDER="twilio",
+        TWILIO_BASE_URL=httpserver.url_for("/"),
+        TWILIO_ACCOUNT_SID="AC123",
+        TWILIO_AUTH_TOKEN="secret-token",
+        TWILIO_FROM_NUMBER="+15005550006",
+        TWILIO_MESSAGING_SERVICE_SID="",
+        SMS_TIMEOUT_SECONDS=2,
+    ):
+        yield httpserver
+
+
+TWILIO_PATH = "/2010-04-01/Accounts/AC123/Messages.json"
+
+
+@pytest.fixture
+def msg91(httpserver: HTTPServer) -> Iterator[HTTPServer]:
+    with override_settings(
+        SMS_PROVIDER="msg91",
+        MSG91_BASE_URL=httpserver.url_for("/"),
+        MSG91_AUTH_KEY="msg91-key",
+        MSG91_SENDER_ID="MKTPLC",
+        MSG91_ROUTE="4",
+        MSG91_DLT_TE_ID="",
+        SMS_TIMEOUT_SECONDS=2,
+    ):
+        yield httpserver
+
+
+@pytest.fixture
+def fcm(httpserver: HTTPServer) -> Iterator[HTTPServer]:
+    with override_settings(
+        PUSH_PROVIDER="fcm",
+        FCM_BASE_URL=httpserver.url_for("/"),
+        FCM_PROJECT_ID="demo-project",
+        FCM_ACCESS_TOKEN="fcm-access-token",
+        PUSH_TIMEOUT_SECONDS=2,
+    ):
+        yield httpserver
+
+
+FCM_PATH = "/v1/projects/demo-project/messages:send"
+
+
+class RecordingHandler:
+    def __init__(self) -> None:
+        self.envelopes: list[Any] = []
+        self.reply = "250 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        if self.reply.startswith("250"):
+            self.envelopes.append(envelope)
+        return self.reply
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[RecordingHandler]:
+    handler = RecordingHandler()
+    port = _free_port()
+    controller = Controller(handler, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        with override_settings(
+            EMAIL_BACKEND="django.core.mail.backends.smtp.EmailBackend",
+            EMAIL_HOST="127.0.0.1",
+            EMAIL_PORT=port,
+            EMAIL_USE_TLS=False,
+            EMAIL_USE_SSL=False,
+            EMAIL_HOST_USER="",
+            EMAIL_HOST_PASSWORD="",
+            EMAIL_TIMEOUT=2,
+        ):
+            yield handler
+    finally:
+        controller.stop()
+
+
+class Broker:
+    """The test broker's `notifications` queue, read directly from Redis."""
+
+    def __init__(self) -> None:
+        import redis
+        from django.conf import settings
+
+        assert int(settings.CELERY_BROKER_URL.rsplit("/", 1)[-1]) >= 2
+        self.client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+
+    def messages(self, queue: str = "notifications") -> list[tuple[str, list[Any], dict[str, Any]]]:
+        import base64
+        import json
+
+        out = []
+        for raw in self.client.lrange(queue, 0, -1):
+            message = json.loads(raw)
+            args, kwargs, _ = json.loads(base64.b64decode(message["body"]))
+            out.append((message["headers"]["task"], args, kwargs))
+        return list(reversed(out))  # kombu LPUSHes: oldest last
+
+    def delivery_ids(self) -> list[int]:
+        return [args[0] for task, args, _ in self.messages() if task == "notifications.deliver"]
+
+
+@pytest.fixture
+def broker() -> Iterator[Broker]:
+    b = Broker()
+    b.client.flushdb()
+    yield b
+    b.client.flushdb()

@@ -1,0 +1,97 @@
+"""Per-channel rate limits held in Redis, so every worker process shares one budget."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+from django.conf import settings as django_settings
+from django.test import override_settings
+from pytest_httpserver import HTTPServer
+
+from notifications.models import Notification
+from notifications.services import notification_deliver, notify
+from notifications.services.delivery import RateLimited
+from notifications.services.ratelimit import parse_rate, rate_limit_acquire
+
+
+def test_rates_parse_per_second_minute_and_hour_and_empty_means_unlimited() -> None:
+    assert parse_rate("10/s") == (10, 1000)
+    assert parse_rate("600/m") == (600, 60_000)
+    assert parse_rate("1000/h") == (1000, 3_600_000)
+    assert parse_rate("") is None
+    assert parse_rate("0") is None
+
+
+def test_sms_at_10_per_second_grants_a_burst_of_10_then_asks_to_wait_about_a_tenth_of_a_second() -> None:
+    with override_settings(NOTIFICATIONS_RATE_LIMITS={"sms": "10/s"}):
+        waits = [rate_limit_acquire(channel="sms") for _ in range(11)]
+    assert waits[:10] == [0.0] * 10
+    assert 0.0 < waits[10] <= 0.1
+
+
+def test_channels_have_separate_budgets_and_an_unset_limit_never_waits() -> None:
+    with override_settings(NOTIFICATIONS_RATE_LIMITS={"sms": "1/s", "email": "", "push": "1/s"}):
+        assert rate_limit_acquire(channel="sms") == 0.0
+        assert rate_limit_acquire(channel="sms") > 0
+        assert rate_limit_acquire(channel="push") == 0.0
+        assert all(rate_limit_acquire(channel="email") == 0.0 for _ in range(50))
+
+
+_TAKE_SLOTS = """
+import django, sys
+django.setup()
+from notifications.services.ratelimit import rate_limit_acquire
+print("ready", flush=True)
+sys.stdin.readline()  # start together
+print(sum(1 for _ in range(20) if rate_limit_acquire(channel="sms") == 0.0))
+"""
+
+
+def test_the_limit_holds_across_worker_processes_not_per_process() -> None:
+    # Given four separate processes (like four workers) each asking for 20 SMS slots at once,
+    # against a budget of 10 per minute (per minute so the bucket does not refill during the run)
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "config.settings.test",
+        "REDIS_URL": django_settings.REDIS_URL,
+        "NOTIFICATIONS_SMS_RATE_LIMIT": "10/m",
+    }
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _TAKE_SLOTS], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        for _ in range(4)
+    ]
+    for p in procs:
+        assert p.stdout is not None
+        assert p.stdout.readline().strip() == "ready"
+    for p in procs:
+        assert p.stdin is not None
+        p.stdin.write("go\n")
+        p.stdin.flush()
+    granted = [int(p.communicate(timeout=30)[0].strip()) for p in procs]
+    # Then 10 were granted in total, not 10 each
+    assert sum(granted) == 10
+
+
+@pytest.mark.django_db
+def test_a_message_without_a_slot_in_time_goes_back_to_pending_without_spending_an_attempt(
+    twilio: HTTPServer, settings: Any
+) -> None:
+    # Given an SMS budget of 1 per hour that is already used
+    settings.NOTIFICATIONS_RATE_LIMITS = {"sms": "1/h"}
+    settings.NOTIFICATIONS_RATE_LIMIT_MAX_WAIT_SECONDS = 0.5
+    assert rate_limit_acquire(channel="sms") == 0.0
+    row = notify(template="raw_sms", to="+14155552671", context={"body": "hi"}, channels=["sms"], dedupe_key="rl")[0]
+    # When a worker tries to deliver it
+    with pytest.raises(RateLimited) as caught:
+        notification_deliver(notification_id=row.pk, retry_countdown=1)
+    # Then nothing was sent, the row is pending with no attempt counted, and the wait is about an hour
+    row.refresh_from_db()
+    assert twilio.log == []
+    assert (row.status, row.attempts) == (Notification.Status.PENDING, 0)
+    assert 3500 < caught.value.countdown <= 3600

@@ -1,0 +1,121 @@
+"""The outbox recovery job: rows a lost message or a dead worker left behind are sent after all."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+from typing import Any
+
+import pytest
+import time_machine
+from django.db import connection
+from django.utils import timezone
+from pytest_httpserver import HTTPServer
+
+from core.catalog import InvalidJobParams, JobCatalog
+from core.models import JobRun
+from core.scheduler import SchedulerService
+from notifications.models import Notification
+from notifications.services import notifications_recover_stuck, notify
+from notifications.tasks import deliver
+from tests.notifications.conftest import TWILIO_PATH
+
+
+def _sms(key: str) -> Notification:
+    return notify(template="raw_sms", to="+14155552671", context={"body": "hi"}, channels=["sms"], dedupe_key=key)[0]
+
+
+def test_the_recovery_job_is_in_the_catalog_every_five_minutes_with_a_validated_threshold() -> None:
+    job = JobCatalog.get("notification_outbox_recovery")
+    assert (job.task, job.schedule_text(), job.queue) == (
+        "notifications.recover_outbox",
+        "every 5 minutes",
+        "notifications",
+    )
+    assert job.validate_params({"older_than_seconds": 600}) == {"older_than_seconds": 600}
+    with pytest.raises(InvalidJobParams, match="older_than_seconds"):
+        job.validate_params({"older_than_seconds": 5})
+
+
+@pytest.mark.django_db
+def test_a_row_left_sending_by_a_dead_worker_is_put_back_and_sent_once_by_the_recovery_job(
+    twilio: HTTPServer, broker: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    # Given a row a worker claimed and then died on, and one whose broker message was lost
+    twilio.expect_request(TWILIO_PATH).respond_with_json({"sid": "SM1"}, status=201)
+    dead = _sms("dead")
+    Notification.objects.filter(pk=dead.pk).update(status="sending", claimed_at=timezone.now(), attempts=1)
+    lost = _sms("lost")
+    # When the recovery job runs six minutes later
+    with time_machine.travel(timezone.now() + timedelta(minutes=6)), django_capture_on_commit_callbacks(execute=True):
+        run = SchedulerService.trigger_manual_update("notification_outbox_recovery", sync=True)
+    # Then both are pending again and enqueued once each
+    assert run.status == JobRun.Status.SUCCEEDED
+    assert run.summary == {"threshold_seconds": 300, "candidates": 2, "requeued_pending": 1, "requeued_sending": 1}
+    assert sorted(broker.delivery_ids()) == sorted([dead.pk, lost.pk])
+    assert set(Notification.objects.values_list("status", flat=True)) == {"pending"}
+    # And delivering them sends each once
+    deliver.apply(args=(dead.pk,))
+    deliver.apply(args=(lost.pk,))
+    deliver.apply(args=(dead.pk,))  # a late duplicate of the dead worker's message
+    assert len(twilio.log) == 2
+    assert set(Notification.objects.values_list("status", flat=True)) == {"sent"}
+
+
+@pytest.mark.django_db
+def test_fresh_rows_planned_retries_and_finished_rows_are_left_alone(broker: Any) -> None:
+    # Given a fresh pending row, a row waiting for a retry in 10 minutes, a failed and a sent row
+    _sms("fresh")
+    waiting = _sms("waiting")
+    later = timezone.now() + timedelta(minutes=10)
+    Notification.objects.filter(pk=waiting.pk).update(next_attempt_at=later, enqueued_at=later)
+    for key, status in (("f", "failed"), ("s", "sent")):
+        Notification.objects.filter(pk=_sms(key).pk).update(
+            status=status, claimed_at=timezone.now() - timedelta(hours=1)
+        )
+    # When recovery runs five and a half minutes later
+    with time_machine.travel(timezone.now() + timedelta(seconds=330)):
+        summary = notifications_recover_stuck()
+    # Then only the fresh row, now stale, is re-enqueued
+    assert summary["candidates"] == 1
+    assert summary["requeued_pending"] == 1
+
+
+@pytest.mark.django_db
+def test_a_row_re_enqueued_once_is_not_re_enqueued_again_until_it_is_stale_again(
+    broker: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    row = _sms("again")
+    start = timezone.now()
+    with time_machine.travel(start + timedelta(minutes=6)), django_capture_on_commit_callbacks(execute=True):
+        assert notifications_recover_stuck()["requeued_pending"] == 1
+    with time_machine.travel(start + timedelta(minutes=7)), django_capture_on_commit_callbacks(execute=True):
+        assert notifications_recover_stuck()["requeued_pending"] == 0
+    assert broker.delivery_ids() == [row.pk]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_recovery_runs_at_once_re_enqueue_each_row_once(broker: Any) -> None:
+    # Given 30 rows stuck in sending
+    ids = [_sms(f"k{i}").pk for i in range(30)]
+    Notification.objects.filter(pk__in=ids).update(status="sending", claimed_at=timezone.now() - timedelta(hours=1))
+    broker.client.flushdb()  # their first delivery messages are the ones "lost"
+    barrier = threading.Barrier(2)
+    summaries: list[dict[str, Any]] = []
+
+    def run() -> None:
+        try:
+            barrier.wait(timeout=5)
+            summaries.append(notifications_recover_stuck())
+        finally:
+            connection.close()
+
+    # When two recovery jobs run at the same moment
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    # Then every row was put back exactly once and enqueued exactly once
+    assert sum(s["requeued_sending"] for s in summaries) == 30
+    assert sorted(broker.delivery_ids()) == sorted(ids)
