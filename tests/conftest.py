@@ -27,6 +27,29 @@ def clean_redis() -> Iterator[None]:
     yield
 
 
+@pytest.fixture(autouse=True)
+def migration_data(request: pytest.FixtureRequest) -> None:
+    """Rows that data migrations install (notification templates, the `eic` group).
+
+    A `transactional_db` test truncates every table when it ends, data-migration rows
+    included, so each test that uses the database gets them back first.
+    """
+    marker = request.node.get_closest_marker("django_db")
+    names = set(request.fixturenames)
+    if marker is None and not names & {"db", "transactional_db"}:
+        return
+    transactional = "transactional_db" in names or bool(
+        marker and (marker.kwargs.get("transaction") or (marker.args and marker.args[0]))
+    )
+    request.getfixturevalue("transactional_db" if transactional else "db")
+    from django.contrib.auth.models import Group
+
+    from notifications.services.templates import notification_templates_install_defaults
+
+    notification_templates_install_defaults()
+    Group.objects.get_or_create(name="eic")
+
+
 @pytest.fixture
 def staff_user(db: Any) -> User:
     return User.objects.create_user(username="staff", password="pw-staff-1", is_staff=True, email="staff@example.com")

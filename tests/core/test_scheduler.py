@@ -207,17 +207,22 @@ def test_setup_copes_with_a_schedule_an_operator_created_twice() -> None:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_trigger_with_the_broker_down_fails_clearly_and_records_why(settings: object) -> None:
-    from config.celery import app
-    from core.scheduler import BrokerUnavailable
+def test_a_trigger_with_the_broker_down_fails_clearly_and_records_why() -> None:
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
 
-    app.conf.broker_url = "redis://127.0.0.1:1/0"
-    app.pool.force_close_all()
-    try:
-        with pytest.raises(BrokerUnavailable, match="Could not reach the broker"):
-            SchedulerService.trigger_manual_update("sleep", {"seconds": 0})
-    finally:
-        app.conf.broker_url = settings.CELERY_BROKER_URL  # type: ignore[attr-defined]
-        app.pool.force_close_all()
+    from tests.e2e.conftest import process_env
+
+    # The CLI in its own process, with a broker address nobody listens on.
+    env = {**os.environ, **process_env(CELERY_BROKER_URL="redis://127.0.0.1:1/0")}
+    result = subprocess.run(
+        [sys.executable, "manage.py", "jobs", "run", "sleep", "--param", "seconds=0"],
+        cwd=Path(__file__).resolve().parents[2], env=env, capture_output=True, text=True, check=False, timeout=120,
+    )
+
+    assert result.returncode == 1
+    assert "Could not reach the broker" in result.stderr
     run = JobRun.objects.get()
     assert run.status == "failed" and run.error
