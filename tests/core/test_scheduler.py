@@ -219,7 +219,12 @@ def test_a_trigger_with_the_broker_down_fails_clearly_and_records_why() -> None:
     env = {**os.environ, **process_env(CELERY_BROKER_URL="redis://127.0.0.1:1/0")}
     result = subprocess.run(
         [sys.executable, "manage.py", "jobs", "run", "sleep", "--param", "seconds=0"],
-        cwd=Path(__file__).resolve().parents[2], env=env, capture_output=True, text=True, check=False, timeout=120,
+        cwd=Path(__file__).resolve().parents[2],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
     )
 
     assert result.returncode == 1
