@@ -183,7 +183,7 @@ LOGGING = {
 
 # DOMAIN
 # ------------------------------------------------------------------------------
-PAYMENT_TIMEOUT_DAYS = env_int("PAYMENT_TIMEOUT_DAYS", 3, minimum=1)
+PAYMENT_TIMEOUT_DAYS = env_int("PAYMENT_TIMEOUT_DAYS", 3, minimum=1, maximum=365)
 # Below the broker's visibility timeout (2 h), or the one-shot expiry message would be delivered twice.
 DRIVER_ASSIGNMENT_TIMEOUT_SECONDS = env_int("DRIVER_ASSIGNMENT_TIMEOUT_SECONDS", 300, minimum=1, maximum=3600)
 EXCHANGE_RATES_URL = env.str(
