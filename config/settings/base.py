@@ -192,6 +192,8 @@ EXCHANGE_RATES_URL = env.str(
 EXCHANGE_RATES_TIMEOUT_SECONDS = env_int("EXCHANGE_RATES_TIMEOUT_SECONDS", 10, minimum=1)
 # Beat is reported down when its heartbeat job has not run for this long.
 BEAT_HEARTBEAT_MAX_AGE_SECONDS = env_int("BEAT_HEARTBEAT_MAX_AGE_SECONDS", 120, minimum=1)
+# /health/ is computed at most this often (seconds); 0 computes it on every request.
+HEALTH_CACHE_SECONDS = env_int("HEALTH_CACHE_SECONDS", 5)
 JOBRUN_RETENTION_DAYS = env_int("JOBRUN_RETENTION_DAYS", 30, minimum=1)
 AUDIT_LOG_RETENTION_DAYS = env_int("AUDIT_LOG_RETENTION_DAYS", 90, minimum=1)
 

@@ -70,6 +70,25 @@ CHECKS = {"database": _check_database, "broker": _check_broker, "workers": _chec
 
 
 def health_report() -> dict[str, Any]:
+    """The report, computed at most once per HEALTH_CACHE_SECONDS across all web processes.
+
+    Each computation broadcasts a ping and waits a second for workers: a load balancer
+    polling every web process must not turn into a ping storm.
+    """
+    from django.core.cache import cache
+
+    ttl = settings.HEALTH_CACHE_SECONDS
+    if ttl:
+        cached = cache.get("core:health:report")
+        if cached is not None:
+            return dict(cached)
+    report = _health_report_compute()
+    if ttl:
+        cache.set("core:health:report", report, ttl)
+    return report
+
+
+def _health_report_compute() -> dict[str, Any]:
     parts: dict[str, Any] = {}
     for name, check in CHECKS.items():
         try:

@@ -50,3 +50,13 @@ def test_beat_sending_the_heartbeat_is_what_counts_as_beat_alive(client: Client)
     redis.Redis.from_url(settings.CELERY_BROKER_URL).delete("default")
 
     assert client.get("/health/").json()["checks"]["beat"]["ok"] is True
+
+
+def test_the_report_is_computed_once_per_cache_period(client: Client, settings: object) -> None:
+    settings.HEALTH_CACHE_SECONDS = 60  # type: ignore[attr-defined]
+    first = client.get("/health/").json()
+    beat_fired_record()  # beat comes up after the first check
+
+    second = client.get("/health/").json()
+
+    assert second == first  # served from the cache, no second ping broadcast
