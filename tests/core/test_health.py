@@ -44,9 +44,9 @@ def test_beat_sending_the_heartbeat_is_what_counts_as_beat_alive(client: Client)
     import redis
     from django.conf import settings
 
-    from config.celery import app
+    from core.tasks import beat_heartbeat
 
-    app.tasks["core.beat_heartbeat"].apply_async(headers={"periodic_task_name": "beat_heartbeat"})
+    beat_heartbeat.apply_async(headers={"periodic_task_name": "beat_heartbeat"})
     redis.Redis.from_url(settings.CELERY_BROKER_URL).delete("default")
 
     assert client.get("/health/").json()["checks"]["beat"]["ok"] is True

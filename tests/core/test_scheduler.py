@@ -104,12 +104,12 @@ def test_status_reports_schedule_in_words_and_the_last_outcome() -> None:
 
 
 def test_a_run_revoked_before_any_worker_saw_it_does_not_execute() -> None:
-    from config.celery import app
+    from core.tasks import sleep as sleep_task
 
     run = SchedulerService.trigger_manual_update("sleep", {"seconds": 0})  # queued, no worker running
     JobRun.objects.filter(pk=run.pk).update(status=JobRun.Status.REVOKED)
 
-    result = app.tasks["core.sleep"].apply(kwargs={"seconds": 0}, task_id=run.task_id)
+    result = sleep_task.apply(kwargs={"seconds": 0}, task_id=run.task_id)
 
     assert result.state == "IGNORED"  # eager apply; a worker stores REVOKED (update_state)
     run.refresh_from_db()
@@ -135,9 +135,9 @@ def test_a_bare_delay_of_a_catalog_task_is_recorded_as_queued_when_sent() -> Non
     import redis
     from django.conf import settings
 
-    from config.celery import app
+    from core.tasks import sleep as sleep_task
 
-    result = app.tasks["core.sleep"].delay(seconds=0)
+    result = sleep_task.delay(seconds=0)
     redis.Redis.from_url(settings.CELERY_BROKER_URL).delete("default")
 
     run = JobRun.objects.get(task_id=result.id)
