@@ -7,12 +7,21 @@ from core.catalog import Every, Job
 
 class OutboxRecoveryParams(serializers.Serializer):
     older_than_seconds = serializers.IntegerField(
-        min_value=30,
+        min_value=1,
         max_value=7 * 24 * 3600,
         required=False,
         help_text="Rows pending or sending for longer than this are re-enqueued "
-        "(default NOTIFICATIONS_STUCK_AFTER_SECONDS, 300).",
+        "(default NOTIFICATIONS_STUCK_AFTER_SECONDS, 300; at least three provider timeouts, 30 by default).",
     )
+
+    def validate_older_than_seconds(self, value: int) -> int:
+        from notifications.services.operations import stuck_threshold_min_seconds
+
+        # Below three provider timeouts a live send would be taken for a dead one and sent twice.
+        minimum = stuck_threshold_min_seconds()
+        if value < minimum:
+            raise serializers.ValidationError(f"must be at least {minimum} (three times the slowest provider timeout)")
+        return value
 
 
 JOBS = [

@@ -10,12 +10,19 @@ from celery import Task, shared_task
 from celery.utils.time import get_exponential_backoff_interval
 from django.conf import settings
 
+from notifications.services.delivery import MAX_RETRY_DELAY_SECONDS
+
 logger = logging.getLogger(__name__)
 
-# The delivery policy: 3 retries at most, exponential backoff with full jitter, never more
-# than 10 minutes between two tries (Redis's visibility_timeout is well above that).
+# The delivery policy, declared on the task and read back from it by `_next_countdown`:
+# 3 retries at most, exponential backoff with full jitter (base NOTIFICATIONS_RETRY_BACKOFF_SECONDS),
+# never more than 10 minutes between two tries (Redis's visibility_timeout is well above that).
 MAX_RETRIES = 3
-RETRY_BACKOFF_MAX_SECONDS = 600
+RETRY_BACKOFF_MAX_SECONDS = MAX_RETRY_DELAY_SECONDS
+
+
+# The raw send tasks carry one-time codes in their arguments: ignore_result keeps
+# django-celery-results (result_extended) from storing them; the outbox row has the outcome.
 
 
 def _dedupe(task: Task, prefix: str) -> str:
@@ -33,6 +40,7 @@ def _summary(rows: list[Any]) -> dict[str, Any]:
     bind=True,
     name="notifications.deliver",
     max_retries=MAX_RETRIES,
+    # True: the factor is NOTIFICATIONS_RETRY_BACKOFF_SECONDS (an int here would be the factor).
     retry_backoff=True,
     retry_backoff_max=RETRY_BACKOFF_MAX_SECONDS,
     retry_jitter=True,
@@ -41,22 +49,14 @@ def _summary(rows: list[Any]) -> dict[str, Any]:
 def deliver(self: Task, notification_id: int) -> dict[str, Any]:
     """Deliver one outbox row; retry transient provider errors only, honouring Retry-After.
 
-    The countdown is Celery's own exponential backoff with full jitter (base
-    NOTIFICATIONS_RETRY_BACKOFF_SECONDS, capped by retry_backoff_max), raised to the
-    provider's Retry-After when that is longer.
+    There is no autoretry_for (only transient errors retry, and the row must be released
+    first), so the countdown is computed here from the policy declared above, raised to
+    the provider's Retry-After when that is longer, capped at retry_backoff_max.
     """
     from notifications.services.delivery import RateLimited, RetryLater, notification_deliver
 
-    retry_countdown: float | None = None
-    if self.request.retries < MAX_RETRIES:
-        retry_countdown = get_exponential_backoff_interval(
-            factor=settings.NOTIFICATIONS_RETRY_BACKOFF_SECONDS,
-            retries=self.request.retries,
-            maximum=RETRY_BACKOFF_MAX_SECONDS,
-            full_jitter=True,
-        )
     try:
-        return notification_deliver(notification_id=notification_id, retry_countdown=retry_countdown)
+        return notification_deliver(notification_id=notification_id, retry_countdown=_next_countdown(self))
     except RetryLater as exc:
         raise self.retry(exc=exc, countdown=exc.countdown) from None
     except RateLimited as exc:
@@ -65,7 +65,24 @@ def deliver(self: Task, notification_id: int) -> dict[str, Any]:
         return {"notification_id": notification_id, "outcome": "rate_limited", "countdown": exc.countdown}
 
 
-@shared_task(bind=True, name="notifications.send_email")
+def _next_countdown(task: Task) -> float | None:
+    """The backoff before the next retry, or None when the retries are spent."""
+    if task.max_retries is not None and task.request.retries >= task.max_retries:
+        return None
+    # Celery sets these attributes from the decorator's options; the stubs do not declare them.
+    backoff = getattr(task, "retry_backoff", True)
+    factor = settings.NOTIFICATIONS_RETRY_BACKOFF_SECONDS if backoff is True else int(backoff)
+    return float(
+        get_exponential_backoff_interval(
+            factor=factor,
+            retries=task.request.retries,
+            maximum=int(getattr(task, "retry_backoff_max", RETRY_BACKOFF_MAX_SECONDS)),
+            full_jitter=bool(getattr(task, "retry_jitter", True)),
+        )
+    )
+
+
+@shared_task(bind=True, name="notifications.send_email", ignore_result=True)
 def send_email(self: Task, to: str, subject: str, body: str) -> dict[str, Any]:
     from notifications.services import notify
 
@@ -79,7 +96,7 @@ def send_email(self: Task, to: str, subject: str, body: str) -> dict[str, Any]:
     return _summary(rows)
 
 
-@shared_task(bind=True, name="notifications.send_sms")
+@shared_task(bind=True, name="notifications.send_sms", ignore_result=True)
 def send_sms(self: Task, to: str, body: str) -> dict[str, Any]:
     from notifications.services import notify
 
@@ -89,7 +106,7 @@ def send_sms(self: Task, to: str, body: str) -> dict[str, Any]:
     return _summary(rows)
 
 
-@shared_task(bind=True, name="notifications.send_templated_email")
+@shared_task(bind=True, name="notifications.send_templated_email", ignore_result=True)
 def send_templated_email(self: Task, template: str, to: str, context: dict[str, Any]) -> dict[str, Any]:
     from notifications.services import notify
 
@@ -99,7 +116,7 @@ def send_templated_email(self: Task, template: str, to: str, context: dict[str, 
     return _summary(rows)
 
 
-@shared_task(bind=True, name="notifications.send_templated_sms")
+@shared_task(bind=True, name="notifications.send_templated_sms", ignore_result=True)
 def send_templated_sms(self: Task, template: str, to: str, context: dict[str, Any]) -> dict[str, Any]:
     from notifications.services import notify
 
@@ -109,7 +126,7 @@ def send_templated_sms(self: Task, template: str, to: str, context: dict[str, An
     return _summary(rows)
 
 
-@shared_task(bind=True, name="notifications.send_push")
+@shared_task(bind=True, name="notifications.send_push", ignore_result=True)
 def send_push(self: Task, user_id: int, title: str, body: str, data: dict[str, Any] | None = None) -> dict[str, Any]:
     from core.models import User
     from notifications.services import notify
@@ -143,17 +160,27 @@ def send_order_shipped(order_id: str) -> dict[str, Any]:
 
 
 @shared_task(name="notifications.send_payment_failed")
-def send_payment_failed(order_id: str) -> dict[str, Any]:
-    from notifications.services.events import order_event_notify
+def send_payment_failed(order_id: str) -> dict[str, int]:
+    """Seed compatibility: payments now calls payment_failed_notify in its own transaction."""
+    from notifications.services.events import payment_failed_record
 
-    return order_event_notify(event="payment_failed", order_id=order_id)
+    return payment_failed_record(order_ids=[order_id])
 
 
 @shared_task(name="notifications.send_payment_failed_many")
-def send_payment_failed_many(order_ids: list[str]) -> dict[str, Any]:
-    from notifications.services.events import payment_failed_notify_many
+def send_payment_failed_many(order_ids: list[str]) -> dict[str, int]:
+    """Seed compatibility: payments now calls payment_failed_notify_many in its own transaction."""
+    from notifications.services.events import payment_failed_record
 
-    return payment_failed_notify_many(order_ids=order_ids)
+    return payment_failed_record(order_ids=order_ids)
+
+
+@shared_task(name="notifications.deliver_batch")
+def deliver_batch(notification_ids: list[int]) -> dict[str, int]:
+    """Fan one batch out into one `notifications.deliver` message per row, over one connection."""
+    from notifications.services import notifications_dispatch
+
+    return notifications_dispatch(notification_ids=notification_ids)
 
 
 @shared_task(name="notifications.send_subscription_renewal_reminder")

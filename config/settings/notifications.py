@@ -70,7 +70,13 @@ ANYMAIL = {
         "region_name": env.str("AWS_SES_REGION", default="us-east-1"),
         "aws_access_key_id": env.str("AWS_SES_ACCESS_KEY_ID", default="") or None,
         "aws_secret_access_key": env.str("AWS_SES_SECRET_ACCESS_KEY", default="") or None,
-        "config": {"connect_timeout": EMAIL_TIMEOUT, "read_timeout": EMAIL_TIMEOUT},
+        # One attempt: the deliver task's retries are the policy, and a send must stay within
+        # the timeouts NOTIFICATIONS_STUCK_AFTER_SECONDS is measured against.
+        "config": {
+            "connect_timeout": EMAIL_TIMEOUT,
+            "read_timeout": EMAIL_TIMEOUT,
+            "retries": {"mode": "standard", "total_max_attempts": 1},
+        },
     },
     # anymail's HTTP timeout: (connect, read) seconds
     "REQUESTS_TIMEOUT": (EMAIL_TIMEOUT, EMAIL_TIMEOUT),

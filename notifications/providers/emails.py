@@ -45,6 +45,17 @@ class DjangoEmailProvider:
         return str(headers.get("Message-ID", "")) or f"{self.name}:{message.reference}"
 
 
+# SES error codes that say "try again later" (HTTP status aside): throttling and AWS-side failures.
+SES_TRANSIENT_CODES = {
+    "Throttling",
+    "ThrottlingException",
+    "TooManyRequestsException",  # SES v2's throttling, HTTP 429
+    "ServiceUnavailable",
+    "InternalFailure",
+    "RequestTimeout",
+}
+
+
 def classify_email_error(exc: Exception) -> Exception:
     """Map a backend's exception to transient or permanent; unknown errors stay as they are."""
     try:
@@ -62,20 +73,41 @@ def classify_email_error(exc: Exception) -> Exception:
             return TransientProviderError(f"email API error: {exc}", retry_after=retry_after)
         return PermanentProviderError(f"email API error: {exc}")
     if isinstance(exc, AnymailAPIError):
+        # The SES backend wraps boto's exception; only its cause tells a timeout from a rejection.
+        if _is_transient_botocore_error(exc.__cause__):
+            return TransientProviderError(f"email API error: {exc}")
         return PermanentProviderError(f"email API error: {exc}")
+    # smtplib.SMTPException subclasses OSError: it must be classified before the network errors.
     if isinstance(exc, smtplib.SMTPRecipientsRefused):
         codes = [code for code, _ in exc.recipients.values()]
         if codes and all(400 <= code < 500 for code in codes):
             return TransientProviderError(f"SMTP recipient temporarily refused: {exc.recipients}")
         return PermanentProviderError(f"SMTP recipient refused: {exc.recipients}")
-    if isinstance(exc, smtplib.SMTPServerDisconnected):
-        return TransientProviderError(f"SMTP server disconnected: {exc}")
+    if isinstance(exc, (smtplib.SMTPServerDisconnected, smtplib.SMTPConnectError)):
+        return TransientProviderError(f"SMTP connection failed: {exc!r}")
     if isinstance(exc, smtplib.SMTPResponseException):
         if 400 <= exc.smtp_code < 500:
             return TransientProviderError(f"SMTP {exc.smtp_code}: {exc.smtp_error!r}")
         return PermanentProviderError(f"SMTP {exc.smtp_code}: {exc.smtp_error!r}")
+    if isinstance(exc, smtplib.SMTPException):
+        return PermanentProviderError(f"SMTP error: {exc!r}")
     if isinstance(exc, (TimeoutError, socket.timeout, ConnectionError, OSError)):
         return TransientProviderError(f"email connection error: {exc!r}")
-    if isinstance(exc, smtplib.SMTPException):
-        return PermanentProviderError(f"SMTP error: {exc}")
     return exc
+
+
+def _is_transient_botocore_error(cause: BaseException | None) -> bool:
+    try:
+        from botocore.exceptions import ClientError, HTTPClientError
+        from botocore.exceptions import ConnectionError as BotoConnectionError
+    except ImportError:  # pragma: no cover - boto3 comes with anymail[amazon-ses]
+        return False
+    # ConnectionError covers EndpointConnectionError and ConnectTimeoutError; HTTPClientError
+    # covers ReadTimeoutError and a connection closed mid-response.
+    if isinstance(cause, (BotoConnectionError, HTTPClientError)):
+        return True
+    if isinstance(cause, ClientError):
+        error = cause.response.get("Error", {}) or {}
+        status = (cause.response.get("ResponseMetadata", {}) or {}).get("HTTPStatusCode") or 0
+        return int(status) >= 500 or int(status) == 429 or error.get("Code") in SES_TRANSIENT_CODES
+    return False

@@ -11,8 +11,8 @@ from django.conf import settings
 from notifications.exceptions import PermanentProviderError, TransientProviderError
 from notifications.providers.base import OutboundMessage, http_post, permanent_http_error
 
-# FCM says these mean the token will never work again: the device must be deactivated.
-DEAD_TOKEN_CODES = {"UNREGISTERED"}
+# FCM says these mean the token will never work again (for our project): deactivate the device.
+DEAD_TOKEN_CODES = {"UNREGISTERED", "SENDER_ID_MISMATCH"}
 _TOKEN_CACHE_KEY = "notifications:fcm:access_token"  # noqa: S105 - a Redis key name, not a secret
 
 
@@ -38,6 +38,12 @@ class FcmProvider:
             json={"message": fcm_message},
             headers={"Authorization": f"Bearer {fcm_access_token()}"},
         )
+        if response.status_code == 401:
+            # The cached access token expired or was revoked early: mint a new one on the retry.
+            _forget_access_token()
+            raise TransientProviderError(
+                f"FCM 401: access token rejected, a new one will be used: {response.text[:300]}"
+            )
         if response.status_code >= 400:
             code, status, text = _fcm_error(response)
             dead = code in DEAD_TOKEN_CODES or (status == "INVALID_ARGUMENT" and "registration token" in text.lower())
@@ -76,6 +82,12 @@ def fcm_access_token() -> str:
     token, expires_in = _mint_access_token(settings.FCM_SERVICE_ACCOUNT_FILE)
     get_redis().set(_TOKEN_CACHE_KEY, token, ex=max(60, expires_in - 300))
     return token
+
+
+def _forget_access_token() -> None:
+    from core.redis import get_redis
+
+    get_redis().delete(_TOKEN_CACHE_KEY)
 
 
 def _mint_access_token(path: str) -> tuple[str, int]:

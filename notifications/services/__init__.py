@@ -4,8 +4,15 @@ from __future__ import annotations
 
 from notifications.services.delivery import notification_deliver, notification_render
 from notifications.services.devices import push_device_register
+from notifications.services.events import payment_failed_notify, payment_failed_notify_many
 from notifications.services.operations import notification_retry, notifications_recover_stuck
-from notifications.services.outbox import NotifyRequest, enqueue_deliveries, notify, notify_many
+from notifications.services.outbox import (
+    NotifyRequest,
+    enqueue_deliveries,
+    notifications_dispatch,
+    notify,
+    notify_many,
+)
 from notifications.services.templates import notification_templates_install_defaults
 
 __all__ = [
@@ -15,8 +22,11 @@ __all__ = [
     "notification_render",
     "notification_retry",
     "notification_templates_install_defaults",
+    "notifications_dispatch",
     "notifications_recover_stuck",
     "notify",
     "notify_many",
+    "payment_failed_notify",
+    "payment_failed_notify_many",
     "push_device_register",
 ]

@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import date, datetime
 from typing import Any
+from uuid import UUID
 
 from django.apps import apps
 from django.core.exceptions import ValidationError
 from django.db import models
 
 from notifications.models import Channel, Notification
-from notifications.services.outbox import CHUNK_SIZE, NotifyRequest, notify, notify_many
+from notifications.services.outbox import NotifyRequest, notify, outbox_write_many
 
 logger = logging.getLogger(__name__)
 
 ORDER_EVENTS = ("order_confirmation", "order_shipped", "payment_failed")
+# The payments sweep's chunk is 1,000 orders: one INSERT of 2,000 rows keeps its queries constant.
+PAYMENT_FAILED_CHUNK = 1000
 
 
 def _model(name: str) -> type[models.Model] | None:
@@ -47,7 +50,8 @@ def order_context(order: Any) -> dict[str, Any]:
         )
     return {
         "order_id": str(order.pk),
-        "order_number": str(order.pk).split("-")[0].upper(),
+        # The whole id: its first 8 hex digits collide from about 77,000 orders on.
+        "order_number": str(order.pk).upper(),
         "customer_name": customer.get_full_name() or customer.get_username(),
         "total": str(order.total),
         "currency": order.currency,
@@ -83,38 +87,78 @@ def order_event_notify(*, event: str, order_id: str) -> dict[str, Any]:
     return _summary(rows, order_id=str(order.pk), outcome="notified")
 
 
-def payment_failed_notify_many(*, order_ids: Sequence[str]) -> dict[str, Any]:
-    """`payment_failed` for thousands of orders at once (the payment-timeout sweep's fan-out)."""
+def payment_failed_notify_many(*, order_ids: Sequence[str | UUID]) -> int:
+    """`payment_failed` for up to a few thousand orders, in the caller's transaction.
+
+    The payment-timeout sweep calls this inside each chunk's atomic block, so the outbox
+    rows commit (or roll back) with the cancellations: no broker message carries them. One
+    `notifications.deliver_batch` message is published at commit; if it is lost, the rows
+    stay pending and `notification_outbox_recovery` sends them. Returns the rows written.
+    """
+    return payment_failed_record(order_ids=order_ids)["notifications_written"]
+
+
+def payment_failed_notify(*, order_id: str | UUID) -> int:
+    """`payment_failed` for one order; see payment_failed_notify_many."""
+    return payment_failed_notify_many(order_ids=[order_id])
+
+
+def payment_failed_record(*, order_ids: Sequence[str | UUID]) -> dict[str, int]:
+    """payment_failed_notify_many with the full count (the tasks' summary): orders, found, missing, written.
+
+    A constant number of queries whatever the count: the orders with their customers, their
+    items with products (the email lists them), the dedupe check, the templates, one INSERT
+    and the ids of the pending rows.
+    """
     order_model = _model("Order")
-    if order_model is None:
+    item_model = _model("OrderItem")
+    if order_model is None or item_model is None:
         logger.warning("payment_failed for %d orders: payments.Order is not installed", len(order_ids))
-        return {"orders": len(order_ids), "outcome": "model_missing"}
-    found = 0
-
-    def requests() -> Iterator[NotifyRequest]:
-        nonlocal found
-        ids = [str(pk) for pk in order_ids]
-        for start in range(0, len(ids), CHUNK_SIZE):
-            chunk = (
-                order_model.objects.filter(pk__in=ids[start : start + CHUNK_SIZE])  # type: ignore[attr-defined]
-                .select_related("customer")
-                .prefetch_related("items__product")
-            )
-            for order in chunk:
-                found += 1
-                yield NotifyRequest(
-                    template="payment_failed",
-                    user=order.customer,
-                    context=order_context(order),
-                    channels=[Channel.EMAIL, Channel.SMS],
-                    dedupe_key=f"payment_failed:{order.pk}",
+        return {"orders": len(order_ids), "found": 0, "missing": len(order_ids), "notifications_written": 0}
+    wanted = _valid_pks(order_model, order_ids)
+    orders = (
+        list(
+            order_model.objects.filter(pk__in=wanted)  # type: ignore[attr-defined]
+            .select_related("customer")
+            .prefetch_related(
+                models.Prefetch(
+                    "items",
+                    queryset=item_model.objects.select_related("product"),  # type: ignore[attr-defined]
                 )
-
-    written = notify_many(requests())
-    missing = len(set(map(str, order_ids))) - found
+            )
+        )
+        if wanted
+        else []
+    )
+    requests = [
+        NotifyRequest(
+            template="payment_failed",
+            user=order.customer,
+            context=order_context(order),
+            channels=[Channel.EMAIL, Channel.SMS],
+            dedupe_key=f"payment_failed:{order.pk}",
+        )
+        for order in orders
+    ]
+    written = len(outbox_write_many(requests, dispatch="batch", chunk_size=PAYMENT_FAILED_CHUNK)) if requests else 0
+    distinct = len({str(pk) for pk in order_ids})
+    missing = distinct - len(orders)
     if missing:
-        logger.warning("payment_failed: %d of %d orders no longer exist", missing, len(order_ids))
-    return {"orders": len(order_ids), "found": found, "missing": missing, "notifications_written": written}
+        logger.warning("payment_failed: %d of %d orders do not exist; skipped", missing, distinct)
+    return {"orders": distinct, "found": len(orders), "missing": missing, "notifications_written": written}
+
+
+def _valid_pks(model: type[models.Model], values: Sequence[str | UUID]) -> list[Any]:
+    # "not-a-uuid" would make the whole IN query fail; such an id is simply an order that does not exist.
+    pk_field = model._meta.pk
+    assert pk_field is not None
+    valid = []
+    for value in values:
+        try:
+            valid.append(pk_field.to_python(value))
+        except (ValidationError, ValueError, TypeError):
+            continue
+    return list(dict.fromkeys(valid))
 
 
 def subscription_reminder_notify(*, subscription_id: str | int) -> dict[str, Any]:

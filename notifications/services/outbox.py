@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
 from itertools import islice
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from django.db import transaction
 from django.utils import timezone
@@ -25,6 +25,11 @@ logger = logging.getLogger(__name__)
 # One INSERT and one broker connection per chunk; 500 rows of a few hundred bytes each
 # keep a statement well under a second on PostgreSQL while still batching the round trips.
 CHUNK_SIZE = 500
+
+# "each": one `notifications.deliver` message per row, published by the caller at commit.
+# "batch": one `notifications.deliver_batch` message per call; the notifications worker fans
+# it out, so a caller writing thousands of rows in its own transaction publishes once.
+Dispatch = Literal["each", "batch"]
 
 
 @dataclass(frozen=True)
@@ -69,15 +74,23 @@ def notify(
     return saved
 
 
-def notify_many(requests: Iterable[NotifyRequest]) -> int:
+def notify_many(requests: Iterable[NotifyRequest], *, dispatch: Dispatch = "each") -> int:
     """`notify` for many requests at once: rows by bulk_create, deliveries sent in chunks.
 
     Returns how many outbox rows were written; requests whose `dedupe_key` already has
-    rows are skipped.
+    rows are skipped. With `dispatch="batch"` the whole call publishes one message.
     """
-    written = 0
+    return len(outbox_write_many(requests, dispatch=dispatch))
+
+
+def outbox_write_many(
+    requests: Iterable[NotifyRequest], *, dispatch: Dispatch = "each", chunk_size: int = CHUNK_SIZE
+) -> list[Notification]:
+    """The rows `notify_many` wrote (not saved instances: no pk), for callers that need more than a count."""
+    written: list[Notification] = []
+    pending_all: list[int] = []
     iterator = iter(requests)
-    while chunk := list(islice(iterator, CHUNK_SIZE)):
+    while chunk := list(islice(iterator, chunk_size)):
         for request in chunk:
             _check_request(request)
         groups = {r.dedupe_key for r in chunk}
@@ -86,15 +99,20 @@ def notify_many(requests: Iterable[NotifyRequest]) -> int:
         if not fresh:
             continue
         rows = _build_rows(fresh, templates=_templates_for(fresh), devices=_devices_for(fresh))
-        with transaction.atomic():
-            Notification.objects.bulk_create(rows, batch_size=CHUNK_SIZE, ignore_conflicts=True)
-            pending = list(
-                Notification.objects.filter(
-                    dedupe_key__in=[r.dedupe_key for r in rows], status=Notification.Status.PENDING
-                ).values_list("pk", flat=True)
-            )
+        # A single INSERT is atomic on its own; no savepoint needed inside the caller's transaction.
+        Notification.objects.bulk_create(rows, ignore_conflicts=True)
+        pending = list(
+            Notification.objects.filter(dedupe_key__in=[r.dedupe_key for r in rows], status=Notification.Status.PENDING)
+            .order_by("pk")
+            .values_list("pk", flat=True)
+        )
+        if dispatch == "each":
             enqueue_deliveries(pending)
-        written += len(rows)
+        else:
+            pending_all.extend(pending)
+        written.extend(rows)
+    if pending_all:
+        enqueue_delivery_batch(pending_all)
     return written
 
 
@@ -107,6 +125,25 @@ def enqueue_deliveries(notification_ids: Sequence[int], *, countdown: float | No
     ids = list(notification_ids)
     for start in range(0, len(ids), CHUNK_SIZE):
         transaction.on_commit(partial(_publish, ids[start : start + CHUNK_SIZE], countdown), robust=True)
+
+
+def enqueue_delivery_batch(notification_ids: Sequence[int]) -> None:
+    """One `notifications.deliver_batch` message for all ids once the current transaction commits.
+
+    If that message is lost the rows stay pending and the recovery job enqueues them.
+    """
+    from notifications.tasks import deliver_batch as deliver_batch_task
+
+    ids = list(notification_ids)
+    if ids:
+        transaction.on_commit(lambda: deliver_batch_task.delay(ids), robust=True)
+
+
+def notifications_dispatch(*, notification_ids: Sequence[int]) -> dict[str, int]:
+    """Publish one `notifications.deliver` per id over one producer connection (deliver_batch's body)."""
+    ids = list(dict.fromkeys(int(pk) for pk in notification_ids))
+    _publish(ids, None)
+    return {"enqueued": len(ids)}
 
 
 def _publish(ids: list[int], countdown: float | None) -> None:

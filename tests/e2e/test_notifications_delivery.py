@@ -131,3 +131,36 @@ def test_a_worker_killed_mid_send_leaves_the_row_sending_and_the_recovery_job_se
     assert sent.pk == row.pk
     assert sent.provider_message_id == "SM2"
     assert calls == [{"To": "+14155552671", "Body": "order AB12 paid", "From": "+15005550006"}] * 2
+
+
+def test_payment_failed_written_in_the_sweeps_transaction_is_delivered_through_one_batch_message(
+    start_worker: Callable[..., Any], httpserver: HTTPServer
+) -> None:
+    # Given 20 unpaid orders and a worker on the notifications queue
+    from decimal import Decimal
+
+    from django.apps import apps
+    from django.db import transaction
+
+    from core.models import User
+    from notifications.services import payment_failed_notify_many
+
+    httpserver.expect_request(TWILIO_PATH).respond_with_json({"sid": "SM1"}, status=201)
+    customer = User.objects.create_user(username="c", email="c@example.com", phone_number="+14155552671")
+    Order = apps.get_model("payments", "Order")
+    orders = Order.objects.bulk_create(
+        [Order(customer=customer, currency="EUR", total=Decimal("9.00")) for _ in range(20)]
+    )
+    worker = start_worker(queues="notifications", **_twilio_env(httpserver))
+    # When the sweep's chunk transaction notifies them and commits
+    with transaction.atomic():
+        written = payment_failed_notify_many(order_ids=[o.pk for o in orders])
+    # Then all 40 rows (email and SMS) end sent, each once
+    assert written == 40
+    wait_for(
+        lambda: Notification.objects.filter(status="sent").count() == 40,
+        timeout=60,
+        message=f"the 40 payment_failed notifications to be sent; worker log at {worker.log}",
+    )
+    assert len(httpserver.log) == 20
+    assert "notifications.deliver_batch" in worker.log.read_text()

@@ -7,6 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+import time_machine
 from django.contrib.admin.sites import site
 from django.db import connection
 from django.test import RequestFactory
@@ -35,8 +36,10 @@ def _sms_requests(server: HTTPServer) -> list[Any]:
 
 
 def test_a_provider_answering_500_twice_then_200_is_called_three_times_and_the_message_ends_sent(
-    twilio: HTTPServer,
+    twilio: HTTPServer, settings: Any
 ) -> None:
+    # Eager retries run at once, so the backoff is 0 (a countdown not yet due is not claimed)
+    settings.NOTIFICATIONS_RETRY_BACKOFF_SECONDS = 0
     # Given Twilio failing twice with a 500 and then accepting
     twilio.expect_oneshot_request(TWILIO_PATH, method="POST").respond_with_data("boom", status=500)
     twilio.expect_oneshot_request(TWILIO_PATH, method="POST").respond_with_data("boom", status=500)
@@ -72,12 +75,114 @@ def test_a_429_with_retry_after_puts_the_row_back_and_retries_no_sooner_than_the
     assert before + timedelta(seconds=7) <= row.next_attempt_at <= timezone.now() + timedelta(seconds=7)
 
 
-def test_retry_after_longer_than_ten_minutes_is_capped_at_ten_minutes(twilio: HTTPServer) -> None:
+def test_retry_after_longer_than_ten_minutes_is_capped_at_ten_minutes_and_the_row_says_so(
+    twilio: HTTPServer,
+) -> None:
     twilio.expect_request(TWILIO_PATH).respond_with_data("", status=503, headers={"Retry-After": "3600"})
     row = _sms()
     with pytest.raises(RetryLater) as caught:
         notification_deliver(notification_id=row.pk, retry_countdown=30)
     assert caught.value.countdown == 600
+    row.refresh_from_db()
+    assert "the provider asked to wait 3600s; retrying after 600s" in row.last_error
+
+
+def test_a_duplicate_message_arriving_before_the_planned_retry_does_not_send(twilio: HTTPServer) -> None:
+    # Given a row put back after a 429 asking for 60 seconds
+    twilio.expect_oneshot_request(TWILIO_PATH).respond_with_data("", status=429, headers={"Retry-After": "60"})
+    twilio.expect_request(TWILIO_PATH).respond_with_json(TWILIO_OK, status=201)
+    row = _sms()
+    with pytest.raises(RetryLater):
+        notification_deliver(notification_id=row.pk, retry_countdown=1)
+    # When a second copy of its message is delivered 10 seconds later
+    with time_machine.travel(timezone.now() + timedelta(seconds=10)):
+        early = notification_deliver(notification_id=row.pk, retry_countdown=1)
+    # Then it does nothing; and the retry at the planned time sends it
+    assert early == {"notification_id": row.pk, "outcome": "not_due", "status": "pending"}
+    assert len(_sms_requests(twilio)) == 1
+    with time_machine.travel(timezone.now() + timedelta(seconds=60)):
+        assert notification_deliver(notification_id=row.pk, retry_countdown=1)["outcome"] == "sent"
+    assert len(_sms_requests(twilio)) == 2
+
+
+def test_the_task_countdown_follows_the_policy_declared_on_the_task(settings: Any) -> None:
+    # Given the declared policy: base NOTIFICATIONS_RETRY_BACKOFF_SECONDS, jitter, retry_backoff_max, 3 retries
+    settings.NOTIFICATIONS_RETRY_BACKOFF_SECONDS = 1000
+    from notifications.tasks import _next_countdown
+
+    task: Any = deliver
+    task.push_request(retries=2)
+    try:
+        countdowns = {_next_countdown(task) for _ in range(50)}
+        # Then a retry waits at most retry_backoff_max, jittered below it
+        assert max(countdowns) <= deliver.retry_backoff_max == 600  # type: ignore[attr-defined]
+        assert len(countdowns) > 1
+    finally:
+        task.pop_request()
+    task.push_request(retries=deliver.max_retries)
+    try:
+        assert _next_countdown(task) is None
+    finally:
+        task.pop_request()
+
+
+def test_an_error_after_the_claim_is_recorded_instead_of_leaving_the_row_sending(
+    twilio: HTTPServer, settings: Any
+) -> None:
+    # Given an SMS provider name that does not exist (a settings mistake)
+    settings.SMS_PROVIDER = "nope"
+    row = _sms()
+    # When delivered
+    summary = notification_deliver(notification_id=row.pk, retry_countdown=1)
+    # Then the row is failed with the reason, not stuck in sending
+    row.refresh_from_db()
+    assert summary["outcome"] == "failed"
+    assert (row.status, row.last_error) == (
+        "failed",
+        "not configured: SMS_PROVIDER='nope'; use one of twilio, msg91, console",
+    )
+
+
+def test_a_redis_error_while_waiting_for_a_rate_slot_releases_the_row_for_a_retry(
+    twilio: HTTPServer, settings: Any
+) -> None:
+    # Given the rate limiter's Redis refusing connections
+    settings.NOTIFICATIONS_RATE_LIMITS = {"sms": "10/s"}
+    settings.REDIS_URL = "redis://127.0.0.1:9/5"
+    row = _sms()
+    # When delivered
+    with pytest.raises(RetryLater):
+        notification_deliver(notification_id=row.pk, retry_countdown=5)
+    # Then the row is pending with the error and a planned retry, and nothing was sent
+    row.refresh_from_db()
+    assert row.status == "pending"
+    assert "Connection" in row.last_error or "connect" in row.last_error
+    assert row.next_attempt_at is not None
+    assert _sms_requests(twilio) == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_slow_worker_cannot_overwrite_the_state_of_a_second_claim(twilio: HTTPServer) -> None:
+    # Given a worker that claimed a row and is slow at Twilio, while recovery gave the row to a
+    # second worker that claimed it again and is sending it now
+    row = _sms()
+    second_claim = timezone.now() + timedelta(minutes=6)
+
+    def twilio_slow(request: Any) -> Any:
+        from werkzeug import Response
+
+        try:
+            Notification.objects.filter(pk=row.pk).update(status="sending", claimed_at=second_claim, attempts=2)
+        finally:
+            connection.close()
+        return Response('{"sid": "SM-first"}', status=201, content_type="application/json")
+
+    twilio.expect_request(TWILIO_PATH).respond_with_handler(twilio_slow)
+    # When the first worker's send returns
+    notification_deliver(notification_id=row.pk, retry_countdown=1)
+    # Then the row is still the second worker's to record
+    row.refresh_from_db()
+    assert (row.status, row.provider_message_id, row.claimed_at) == ("sending", "", second_claim)
 
 
 def test_a_400_is_not_retried_and_the_row_fails_with_the_providers_reason(twilio: HTTPServer) -> None:
@@ -97,8 +202,9 @@ def test_a_400_is_not_retried_and_the_row_fails_with_the_providers_reason(twilio
 
 
 def test_after_the_retries_are_spent_the_row_is_failed_and_the_api_retry_sends_it(
-    twilio: HTTPServer, staff_client: Any, django_capture_on_commit_callbacks: Any
+    twilio: HTTPServer, staff_client: Any, django_capture_on_commit_callbacks: Any, settings: Any
 ) -> None:
+    settings.NOTIFICATIONS_RETRY_BACKOFF_SECONDS = 0  # eager retries run at once
     # Given Twilio down for the first try and all three retries
     for _ in range(4):
         twilio.expect_oneshot_request(TWILIO_PATH).respond_with_data("down", status=502)

@@ -115,6 +115,44 @@ def test_http_5xx_and_429_are_transient_with_the_providers_retry_after(
     assert caught.value.retry_after == retry_after
 
 
+def test_an_fcm_401_drops_the_cached_access_token_and_is_retried(fcm: HTTPServer, settings: Any) -> None:
+    # Given a minted access token cached in Redis that FCM no longer accepts
+    from core.redis import get_redis
+    from notifications.providers.push import _TOKEN_CACHE_KEY
+
+    settings.FCM_ACCESS_TOKEN = ""
+    settings.FCM_SERVICE_ACCOUNT_FILE = "/nonexistent/only-read-when-no-token-is-cached.json"
+    get_redis().set(_TOKEN_CACHE_KEY, "revoked-token", ex=3300)
+    fcm.expect_request(FCM_PATH, headers={"Authorization": "Bearer revoked-token"}).respond_with_json(
+        {"error": {"code": 401, "status": "UNAUTHENTICATED", "message": "Request had invalid credentials."}},
+        status=401,
+    )
+    # When a push is sent
+    with pytest.raises(TransientProviderError, match="401"):
+        get_provider("push").send(OutboundMessage(channel="push", to="t", subject="s", body="b"))
+    # Then the cached token is gone, so the retry mints a fresh one
+    assert get_redis().get(_TOKEN_CACHE_KEY) is None
+
+
+def test_an_fcm_sender_id_mismatch_is_a_dead_token(fcm: HTTPServer) -> None:
+    fcm.expect_request(FCM_PATH).respond_with_json(
+        {
+            "error": {
+                "code": 403,
+                "status": "PERMISSION_DENIED",
+                "message": "SenderId mismatch",
+                "details": [
+                    {"@type": "type.googleapis.com/google.firebase.fcm.v1.FcmError", "errorCode": "SENDER_ID_MISMATCH"}
+                ],
+            }
+        },
+        status=403,
+    )
+    with pytest.raises(PermanentProviderError) as caught:
+        get_provider("push").send(OutboundMessage(channel="push", to="t", subject="s", body="b"))
+    assert caught.value.deactivate_device is True
+
+
 def test_a_provider_that_does_not_answer_in_time_is_a_transient_timeout(twilio: HTTPServer) -> None:
     import threading
 

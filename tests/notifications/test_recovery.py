@@ -37,6 +37,58 @@ def test_the_recovery_job_is_in_the_catalog_every_five_minutes_with_a_validated_
         job.validate_params({"older_than_seconds": 5})
 
 
+def test_the_threshold_may_not_be_shorter_than_three_provider_timeouts(settings: Any) -> None:
+    # Given a 20-second SMS timeout: a live send may take 20 s, three of them 60 s
+    settings.SMS_TIMEOUT_SECONDS = 20
+    job = JobCatalog.get("notification_outbox_recovery")
+    # Then 45 s is refused (it was accepted while the floor was a fixed 30) and 60 s is fine
+    with pytest.raises(InvalidJobParams, match="at least 60"):
+        job.validate_params({"older_than_seconds": 45})
+    assert job.validate_params({"older_than_seconds": 60}) == {"older_than_seconds": 60}
+    with pytest.raises(ValueError, match="at least 60"):
+        notifications_recover_stuck(older_than_seconds=45)
+
+
+@pytest.mark.django_db
+def test_a_row_whose_workers_died_mid_send_four_times_is_failed_instead_of_sent_again(
+    broker: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    # Given a poison row four workers died on, and a row one worker died on
+    poison = _sms("poison")
+    once = _sms("once")
+    an_hour_ago = timezone.now() - timedelta(hours=1)
+    Notification.objects.filter(pk=poison.pk).update(status="sending", claimed_at=an_hour_ago, attempts=4)
+    Notification.objects.filter(pk=once.pk).update(status="sending", claimed_at=an_hour_ago, attempts=1)
+    broker.client.flushdb()
+    # When recovery runs
+    with django_capture_on_commit_callbacks(execute=True):
+        summary = notifications_recover_stuck()
+    # Then the poison row is failed with the reason and only the other one is re-enqueued
+    poison.refresh_from_db()
+    assert (poison.status, poison.last_error) == ("failed", "worker lost mid-send 4 times")
+    assert (summary["failed_worker_lost"], summary["requeued_sending"]) == (1, 1)
+    assert broker.delivery_ids() == [once.pk]
+
+
+@pytest.mark.django_db
+def test_one_run_looks_at_a_bounded_number_of_rows_oldest_first(
+    broker: Any, monkeypatch: pytest.MonkeyPatch, django_capture_on_commit_callbacks: Any
+) -> None:
+    # Given 8 stuck rows and a bound of 5 per run
+    monkeypatch.setattr("notifications.services.operations.RECOVERY_MAX_PER_RUN", 5)
+    ids = [_sms(f"b{i}").pk for i in range(8)]
+    broker.client.flushdb()
+    start = timezone.now()
+    # When recovery runs twice
+    with time_machine.travel(start + timedelta(minutes=6)), django_capture_on_commit_callbacks(execute=True):
+        first = notifications_recover_stuck()
+    with time_machine.travel(start + timedelta(minutes=6, seconds=1)), django_capture_on_commit_callbacks(execute=True):
+        second = notifications_recover_stuck()
+    # Then the first run took 5, the second the other 3
+    assert (first["candidates"], second["candidates"]) == (5, 3)
+    assert sorted(broker.delivery_ids()) == sorted(ids)
+
+
 @pytest.mark.django_db
 def test_a_row_left_sending_by_a_dead_worker_is_put_back_and_sent_once_by_the_recovery_job(
     twilio: HTTPServer, broker: Any, django_capture_on_commit_callbacks: Any
@@ -51,7 +103,13 @@ def test_a_row_left_sending_by_a_dead_worker_is_put_back_and_sent_once_by_the_re
         run = SchedulerService.trigger_manual_update("notification_outbox_recovery", sync=True)
     # Then both are pending again and enqueued once each
     assert run.status == JobRun.Status.SUCCEEDED
-    assert run.summary == {"threshold_seconds": 300, "candidates": 2, "requeued_pending": 1, "requeued_sending": 1}
+    assert run.summary == {
+        "threshold_seconds": 300,
+        "candidates": 2,
+        "requeued_pending": 1,
+        "requeued_sending": 1,
+        "failed_worker_lost": 0,
+    }
     assert sorted(broker.delivery_ids()) == sorted([dead.pk, lost.pk])
     assert set(Notification.objects.values_list("status", flat=True)) == {"pending"}
     # And delivering them sends each once
