@@ -42,7 +42,7 @@ class AssignmentOfferInline(admin.TabularInline):
     model = AssignmentOffer
     extra = 0
     can_delete = False
-    fields = ("driver", "mode", "offered_by", "offered_at", "expires_at", "outcome", "resolved_at")
+    fields = ("driver", "mode", "offered_by", "offered_at", "expires_at", "outcome", "resolved_at", "eic_notified_at")
     readonly_fields = fields
     ordering = ("-offered_at",)
 
@@ -89,7 +89,17 @@ class StockRequestAdmin(admin.ModelAdmin):
 
 @admin.register(AssignmentOffer)
 class AssignmentOfferAdmin(admin.ModelAdmin):
-    list_display = ("id", "stock_request", "driver", "mode", "offered_at", "expires_at", "outcome", "resolved_at")
+    list_display = (
+        "id",
+        "stock_request",
+        "driver",
+        "mode",
+        "offered_at",
+        "expires_at",
+        "outcome",
+        "resolved_at",
+        "eic_notified_at",
+    )
     list_filter = ("outcome", "mode")
     search_fields = ("=stock_request__id", "driver__name", "stock_request__station__name")
     date_hierarchy = "offered_at"

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from django.utils import timezone
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.permissions import IsAuthenticated
@@ -86,7 +85,7 @@ class DriverPendingOffersApi(APIView):
         tags=["logistics"],
     )
     def get(self, request: Request) -> Response:
-        now = timezone.now()
+        now = selectors.database_now()  # the clock accept checks the deadline on
         offers = selectors.driver_pending_offers(driver=request.driver, now=now)  # type: ignore[attr-defined]
         return Response(PendingOfferSerializer(offers, many=True, context={"now": now}).data)
 

@@ -11,7 +11,10 @@ class DriverAssignmentExpiryParams(serializers.Serializer):
         min_value=1,
         max_value=86400,
         default=lambda: settings.DRIVER_ASSIGNMENT_TIMEOUT_SECONDS,
-        help_text="Offers older than this many seconds expire (default: DRIVER_ASSIGNMENT_TIMEOUT_SECONDS).",
+        help_text=(
+            "Expire every offer made this many seconds ago or more. Omitted (as beat runs it), each offer "
+            "expires at its own deadline, the one the driver was shown."
+        ),
     )
 
 
@@ -20,8 +23,9 @@ JOBS = [
         key="driver_assignment_expiry",
         task="logistics.check_expired_driver_assignments",
         description=(
-            "Reset ASSIGNING stock requests whose driver did not accept within the timeout to PENDING "
-            "and notify the EIC users; the safety net behind each offer's own expiry check."
+            "Reset ASSIGNING stock requests whose offer passed its deadline unaccepted to PENDING and notify "
+            "the EIC users; the safety net behind each offer's own expiry check. Also re-sends EIC notices "
+            "that were lost."
         ),
         schedule=Every(seconds=60),
         params=DriverAssignmentExpiryParams,

@@ -61,7 +61,13 @@ class StockRequest(models.Model):
 
     CANCELLABLE = (Status.PENDING, Status.ASSIGNING, Status.ASSIGNED)
 
-    station = models.ForeignKey(Station, on_delete=models.PROTECT, related_name="stock_requests")
+    # Only a daughter booster station asks for stock; the offer service refuses any other (409).
+    station = models.ForeignKey(
+        Station,
+        on_delete=models.PROTECT,
+        related_name="stock_requests",
+        limit_choices_to={"kind": Station.Kind.DBS},
+    )
     quantity = models.PositiveIntegerField()
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING, db_index=True)
     target_driver = models.ForeignKey(
@@ -120,12 +126,23 @@ class AssignmentOffer(models.Model):
     expires_at = models.DateTimeField()
     outcome = models.CharField(max_length=9, choices=Outcome.choices, default=Outcome.OPEN, db_index=True)
     resolved_at = models.DateTimeField(null=True, blank=True)
+    # When the EIC users' "assignment expired" pushes were written to the outbox; NULL on an
+    # EXPIRED offer means they still have to be, and the sweep re-sends the notice.
+    eic_notified_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-offered_at", "-pk"]
         indexes = [
             # A driver's live offers (GET /api/driver/pending-offers).
             models.Index(fields=["driver", "expires_at"], condition=Q(outcome="OPEN"), name="logistics_offer_open_idx"),
+            # The sweep: open offers past their deadline. Only live offers are in it.
+            models.Index(fields=["expires_at"], condition=Q(outcome="OPEN"), name="logistics_offer_due_idx"),
+            # The sweep's re-send of lost notices: normally empty, whatever the history's size.
+            models.Index(
+                fields=["resolved_at"],
+                condition=Q(outcome="EXPIRED", eic_notified_at__isnull=True),
+                name="logistics_offer_unnotified_idx",
+            ),
             models.Index(fields=["stock_request", "driver", "-offered_at"], name="logistics_offer_history_idx"),
         ]
         constraints = [
@@ -138,7 +155,7 @@ class AssignmentOffer(models.Model):
     def __str__(self) -> str:
         return f"offer #{self.pk} of request #{self.stock_request_id} to {self.driver_id}: {self.outcome}"
 
-    def seconds_left(self, now: datetime | None = None) -> int:
+    def seconds_left(self, now: datetime) -> int:
         # Rounded up, so 0 means the deadline has passed and accepting will be refused.
-        now = now or timezone.now()
+        # `now` is the database's clock, the one every deadline is checked against.
         return max(0, math.ceil((self.expires_at - now).total_seconds()))

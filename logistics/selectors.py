@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.contrib.auth import get_user_model
+from django.db import connection
 from django.db.models import QuerySet
+from django.db.models.functions import Now
 
-from logistics.models import EIC_GROUP, AssignmentOffer, Driver, StockRequest
+from logistics.models import EIC_GROUP, AssignmentOffer, Driver
 
 
 def driver_for_user(*, user: Any) -> Driver | None:
@@ -27,8 +29,16 @@ def eic_users() -> QuerySet[Any]:
     return get_user_model().objects.filter(groups__name=EIC_GROUP, is_active=True).order_by("pk")
 
 
+def database_now() -> datetime:
+    """The database's clock, which every deadline is set and checked on (what `Now()` reads on PostgreSQL)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT STATEMENT_TIMESTAMP()")
+        row = cursor.fetchone()
+    return row[0]  # type: ignore[no-any-return]
+
+
 def driver_pending_offers(*, driver: Driver, now: datetime) -> QuerySet[AssignmentOffer]:
-    """The driver's open offers whose deadline has not passed, soonest deadline first."""
+    """The driver's open offers whose deadline has not passed at `now` (the database's clock), soonest first."""
     return (
         AssignmentOffer.objects.filter(driver=driver, outcome=AssignmentOffer.Outcome.OPEN, expires_at__gt=now)
         .select_related("stock_request__station")
@@ -36,18 +46,16 @@ def driver_pending_offers(*, driver: Driver, now: datetime) -> QuerySet[Assignme
     )
 
 
-def driver_latest_offer(*, driver: Driver, stock_request_id: int) -> AssignmentOffer | None:
-    return (
-        AssignmentOffer.objects.filter(stock_request_id=stock_request_id, driver=driver)
-        .order_by("-offered_at", "-pk")
-        .first()
-    )
-
-
-def stock_requests_expired_assignment_ids(*, cutoff: datetime) -> list[int]:
-    """Ids of ASSIGNING requests offered at or before `cutoff` (the partial index logistics_sr_assigning_idx)."""
+def assignment_offers_unnotified(*, older_than_seconds: int, after_pk: int, limit: int) -> list[tuple[int, int, int]]:
+    """(offer, request, driver) of EXPIRED offers whose EIC notice is still unwritten `older_than_seconds`
+    after they expired, by key after `after_pk` (the partial index logistics_offer_unnotified_idx)."""
     return list(
-        StockRequest.objects.filter(status=StockRequest.Status.ASSIGNING, assignment_started_at__lte=cutoff)
+        AssignmentOffer.objects.filter(
+            outcome=AssignmentOffer.Outcome.EXPIRED,
+            eic_notified_at__isnull=True,
+            resolved_at__lte=Now() - timedelta(seconds=older_than_seconds),
+            pk__gt=after_pk,
+        )
         .order_by("pk")
-        .values_list("pk", flat=True)
+        .values_list("pk", "stock_request_id", "driver_id")[:limit]
     )

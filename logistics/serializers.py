@@ -2,7 +2,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.utils import timezone
 from rest_framework import serializers
 
 from logistics.models import AssignmentOffer, Station, StockRequest
@@ -80,7 +79,7 @@ class PendingOfferSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
     def get_seconds_left(self, offer: AssignmentOffer) -> int:
-        return offer.seconds_left(self.context.get("now") or timezone.now())
+        return offer.seconds_left(self.context["now"])
 
 
 class ErrorSerializer(serializers.Serializer):

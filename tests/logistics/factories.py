@@ -3,10 +3,11 @@ from __future__ import annotations
 from datetime import timedelta
 
 import factory
-from django.utils import timezone
+from django.db.models import F
 
 from core.models import User
 from logistics.models import AssignmentOffer, Driver, Station, StockRequest
+from logistics.selectors import database_now
 
 
 class UserFactory(factory.django.DjangoModelFactory):
@@ -45,11 +46,13 @@ class StockRequestFactory(factory.django.DjangoModelFactory):
     quantity = 1000
 
 
-def assigning_request(
-    *, driver: Driver, started_at: timezone.datetime | None = None, timeout: int = 300
-) -> StockRequest:
-    """An ASSIGNING request with its open offer, as the offer service leaves it, at `started_at`."""
-    started_at = started_at or timezone.now()
+def assigning_request(*, driver: Driver, started_seconds_ago: float = 0, timeout: int = 300) -> StockRequest:
+    """An ASSIGNING request with its open offer, as the offer service leaves it.
+
+    Times are on the database's clock, which every deadline is checked on: the offer was
+    made `started_seconds_ago` before the database's now and lasts `timeout` seconds.
+    """
+    started_at = database_now() - timedelta(seconds=started_seconds_ago)
     request = StockRequestFactory(
         status=StockRequest.Status.ASSIGNING,
         target_driver=driver,
@@ -64,3 +67,16 @@ def assigning_request(
         expires_at=started_at + timedelta(seconds=timeout),
     )
     return request
+
+
+def age(request: StockRequest, seconds: float) -> None:
+    """As if `seconds` had passed on the database's clock since the request was offered (its clock cannot be moved)."""
+    shift = timedelta(seconds=seconds)
+    StockRequest.objects.filter(pk=request.pk, assignment_started_at__isnull=False).update(
+        assignment_started_at=F("assignment_started_at") - shift
+    )
+    AssignmentOffer.objects.filter(stock_request=request).update(
+        offered_at=F("offered_at") - shift,
+        expires_at=F("expires_at") - shift,
+        resolved_at=F("resolved_at") - shift,
+    )

@@ -8,7 +8,7 @@ from django.test import Client
 from core.models import User
 from logistics.demo import load_demo_data
 from logistics.models import Driver, Station, StockRequest
-from tests.logistics.factories import assigning_request
+from tests.logistics.factories import StationFactory, assigning_request
 
 
 @pytest.mark.django_db
@@ -43,3 +43,30 @@ def test_the_demo_data_loads_twice_without_duplicates() -> None:
     )
     assert User.objects.get(username="eic_demo").groups.filter(name="eic").exists()
     assert counts[:3] == (3, 2, 2)
+
+
+@pytest.mark.django_db
+def test_the_admin_accepts_a_stock_request_only_for_a_daughter_booster_station(staff_user: User) -> None:
+    staff_user.is_superuser = True
+    staff_user.save()
+    client = Client()
+    client.force_login(staff_user)
+    mother = StationFactory(code="MS-1", kind=Station.Kind.MS)
+    booster = StationFactory(code="DBS-1", kind=Station.Kind.DBS)
+    url = "/admin/logistics/stockrequest/add/"
+    form = {
+        "quantity": 500,
+        "created_at_0": "2026-03-02",
+        "created_at_1": "09:00:00",
+        "offers-TOTAL_FORMS": 0,
+        "offers-INITIAL_FORMS": 0,
+    }
+
+    refused = client.post(url, {**form, "station": mother.pk})
+    assert refused.status_code == 200
+    assert "station" in refused.context["adminform"].form.errors
+    assert not StockRequest.objects.exists()
+
+    added = client.post(url, {**form, "station": booster.pk})
+    assert added.status_code == 302
+    assert StockRequest.objects.get().station == booster

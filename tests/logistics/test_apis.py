@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
-import time_machine
 from django.test import override_settings
 from django.urls import reverse
 from rest_framework.authtoken.models import Token
@@ -14,10 +14,11 @@ from rest_framework.test import APIClient
 
 from core.models import User
 from logistics import services
-from logistics.models import AssignmentOffer, Driver, StockRequest
+from logistics.models import AssignmentOffer, Driver, Station, StockRequest
+from notifications.models import PushDevice
 from tests.logistics.broker import sent_tasks
+from tests.logistics.factories import StationFactory, StockRequestFactory, age, assigning_request
 
-T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 Status = StockRequest.Status
 Outcome = AssignmentOffer.Outcome
 
@@ -63,13 +64,14 @@ class TestTheFullFlow:
         django_capture_on_commit_callbacks: Any,
     ) -> None:
         # Given a pending request, when the EIC user offers it to the driver
-        with time_machine.travel(T0, tick=False), django_capture_on_commit_callbacks(execute=True):
+        with django_capture_on_commit_callbacks(execute=True):
             response = offer(eic_client, pending_request.pk, driver.pk)
         # Then it is ASSIGNING to that driver, the driver gets a push and the expiry is booked for the deadline
         assert response.status_code == 200, response.content
         body = response.json()
         assert (body["status"], body["target_driver"], body["assignment_mode"]) == ("ASSIGNING", driver.pk, "MANUAL")
         the_offer = AssignmentOffer.objects.get(stock_request=pending_request)
+        assert the_offer.expires_at - the_offer.offered_at == timedelta(seconds=300)
         [push] = pushes("driver_trip_offer")
         assert (push.user_id, push.to_address, push.status) == (driver.user_id, "driver-device-token", "pending")
         assert push.context == {
@@ -81,12 +83,12 @@ class TestTheFullFlow:
         }
         [expiry] = [t for t in sent_tasks() if t.name == "logistics.expire_assignment"]
         assert expiry.args == [pending_request.pk, the_offer.pk]
-        assert datetime.fromisoformat(expiry.eta) == T0 + timedelta(seconds=300)
+        assert datetime.fromisoformat(expiry.eta) == the_offer.expires_at
 
         # When the driver lists their offers 100 s later, they see it with 200 s left; the other driver sees none
-        with time_machine.travel(T0 + timedelta(seconds=100), tick=False):
-            mine = driver_client.get(PENDING_OFFERS)
-            theirs = other_driver_client.get(PENDING_OFFERS)
+        age(pending_request, 100)
+        mine = driver_client.get(PENDING_OFFERS)
+        theirs = other_driver_client.get(PENDING_OFFERS)
         assert mine.status_code == 200
         [listed] = mine.json()
         assert listed["stock_request_id"] == pending_request.pk
@@ -96,15 +98,13 @@ class TestTheFullFlow:
         assert theirs.json() == []
 
         # When the driver accepts before the deadline
-        with time_machine.travel(T0 + timedelta(seconds=120), tick=False):
-            accepted = driver_client.post(ACCEPT, {"stock_request_id": pending_request.pk}, format="json")
+        accepted = driver_client.post(ACCEPT, {"stock_request_id": pending_request.pk}, format="json")
         # Then the trip is theirs, and the offer is gone from their list
         assert accepted.status_code == 200, accepted.content
         assert (accepted.json()["status"], accepted.json()["driver"]) == ("ASSIGNED", driver.pk)
         the_offer.refresh_from_db()
         assert the_offer.outcome == Outcome.ACCEPTED
-        with time_machine.travel(T0 + timedelta(seconds=121), tick=False):
-            assert driver_client.get(PENDING_OFFERS).json() == []
+        assert driver_client.get(PENDING_OFFERS).json() == []
 
     def test_offer_reject(
         self,
@@ -116,17 +116,18 @@ class TestTheFullFlow:
     ) -> None:
         second_eic = User.objects.create_user(username="eic2")
         second_eic.groups.add(eic_user.groups.get())
-        with time_machine.travel(T0, tick=False):
-            assert offer(eic_client, pending_request.pk, driver.pk).status_code == 200
+        PushDevice.objects.create(user=second_eic, token="eic2-device-token", platform="ios")
+        assert offer(eic_client, pending_request.pk, driver.pk).status_code == 200
         # When the driver declines
-        with time_machine.travel(T0 + timedelta(seconds=30), tick=False):
-            response = driver_client.post(REJECT, {"stock_request_id": pending_request.pk}, format="json")
-        # Then the request is back in the pool at once and every EIC user is told, once each
+        response = driver_client.post(REJECT, {"stock_request_id": pending_request.pk}, format="json")
+        # Then the request is back in the pool at once and every EIC user's device is to be pushed, once each
         assert response.status_code == 200, response.content
         assert response.json()["status"] == "PENDING" and response.json()["target_driver"] is None
         assert AssignmentOffer.objects.get().outcome == Outcome.REJECTED
         told = pushes("driver_offer_rejected")
-        assert sorted(p.user_id for p in told) == sorted([eic_user.pk, second_eic.pk])
+        assert sorted((p.user_id, p.to_address, p.status) for p in told) == sorted(
+            [(eic_user.pk, "eic-device-token", "pending"), (second_eic.pk, "eic2-device-token", "pending")]
+        )
         assert told[0].context == {"driver_name": "Asha", "station_name": "Booster North"}
         # And a second reject changes nothing
         again = driver_client.post(REJECT, {"stock_request_id": pending_request.pk}, format="json")
@@ -144,14 +145,11 @@ class TestTheFullFlow:
     ) -> None:
         from logistics.tasks import notify_eic_assignment_expired
 
-        with time_machine.travel(T0, tick=False):
-            assert offer(eic_client, pending_request.pk, driver.pk).status_code == 200
+        assert offer(eic_client, pending_request.pk, driver.pk).status_code == 200
         # When the sweep runs past the deadline
-        with (
-            time_machine.travel(T0 + timedelta(seconds=301), tick=False),
-            django_capture_on_commit_callbacks(execute=True),
-        ):
-            assert services.stock_requests_expire_assignments() == {"expired_count": 1}
+        age(pending_request, 301)
+        with django_capture_on_commit_callbacks(execute=True):
+            assert services.stock_requests_expire_assignments()["expired_count"] == 1
             listed = driver_client.get(PENDING_OFFERS).json()
             late = driver_client.post(ACCEPT, {"stock_request_id": pending_request.pk}, format="json")
         # Then the offer is gone from the list, a late accept is refused, and the EIC users are to be told
@@ -238,6 +236,17 @@ class TestBadInput:
         pending_request.refresh_from_db()
         assert pending_request.status == Status.PENDING and not AssignmentOffer.objects.exists()
 
+    def test_offering_a_mother_stations_request_is_a_409_with_the_reason(
+        self, eic_client: APIClient, driver: Driver
+    ) -> None:
+        # Given a request for a mother station, written around the admin's check
+        request = StockRequestFactory(station=StationFactory(code="MS-9", kind=Station.Kind.MS))
+        response = offer(eic_client, request.pk, driver.pk)
+        assert response.status_code == 409
+        assert "not a daughter booster station" in response.json()["detail"]
+        request.refresh_from_db()
+        assert request.status == Status.PENDING and not AssignmentOffer.objects.exists()
+
     def test_offering_a_request_that_is_not_pending_is_a_409_with_the_reason(
         self, eic_client: APIClient, driver: Driver, other_driver: Driver, pending_request: StockRequest
     ) -> None:
@@ -280,12 +289,11 @@ class TestBadInput:
 def test_in_an_indian_deployment_times_read_in_ist_and_the_seconds_left_do_not_change(
     driver_client: APIClient, driver: Driver
 ) -> None:
-    from tests.logistics.factories import assigning_request
-
-    assigning_request(driver=driver, started_at=T0)
-    with time_machine.travel(T0 + timedelta(seconds=60), tick=False):
-        [listed] = driver_client.get(PENDING_OFFERS).json()
-    assert listed["expires_at"] == "2026-03-02T14:35:00+05:30"
+    request = assigning_request(driver=driver, started_seconds_ago=60)
+    [listed] = driver_client.get(PENDING_OFFERS).json()
+    deadline = request.offers.get().expires_at
+    assert listed["expires_at"] == deadline.astimezone(ZoneInfo("Asia/Kolkata")).isoformat()
+    assert listed["expires_at"].endswith("+05:30")
     assert listed["seconds_left"] == 240
 
 
