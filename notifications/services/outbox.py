@@ -6,7 +6,6 @@ import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import partial
 from itertools import islice
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -124,7 +123,14 @@ def enqueue_deliveries(notification_ids: Sequence[int], *, countdown: float | No
     """
     ids = list(notification_ids)
     for start in range(0, len(ids), CHUNK_SIZE):
-        transaction.on_commit(partial(_publish, ids[start : start + CHUNK_SIZE], countdown), robust=True)
+        chunk = ids[start : start + CHUNK_SIZE]
+
+        # A named function, not functools.partial: Django logs a failed robust callback
+        # by its __qualname__, which a partial lacks.
+        def publish_chunk(chunk: list[int] = chunk) -> None:
+            _publish(chunk, countdown)
+
+        transaction.on_commit(publish_chunk, robust=True)
 
 
 def enqueue_delivery_batch(notification_ids: Sequence[int]) -> None:

@@ -209,3 +209,18 @@ def test_two_concurrent_notify_calls_with_the_same_key_write_one_set_of_rows(bro
     assert errors == []
     assert Notification.objects.filter(dedupe_group="race").count() == 2
     assert results[0] == results[1]
+
+
+def test_a_broker_failure_at_commit_leaves_the_rows_pending_and_the_caller_committed(
+    django_capture_on_commit_callbacks: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from notifications.services import outbox
+
+    def broker_down(*args: Any, **kwargs: Any) -> None:
+        raise ConnectionError("broker unreachable")
+
+    monkeypatch.setattr(outbox, "_publish", broker_down)
+    with django_capture_on_commit_callbacks(execute=True):
+        rows = outbox.enqueue_deliveries([1, 2, 3])
+
+    assert rows is None  # nothing raised to the caller; the recovery job sends the rows later
