@@ -35,7 +35,7 @@ class OrderItemInline(admin.TabularInline):
 class PaymentTransactionInline(admin.TabularInline):
     model = PaymentTransaction
     extra = 0
-    fields = ("provider", "provider_reference", "amount", "currency", "status", "created_at")
+    fields = ("provider", "provider_reference", "amount", "currency", "status", "needs_refund", "created_at")
     readonly_fields = fields
     can_delete = False
 
@@ -67,6 +67,14 @@ class OrderAdmin(admin.ModelAdmin):
     def get_queryset(self, request: HttpRequest) -> QuerySet[Order]:
         return super().get_queryset(request).select_related("customer")
 
+    # Orders come from order_place (which reserves stock) and never go away: deleting one
+    # would drop the units it holds, adding one would hold none.
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
     @admin.action(description="Cancel selected orders if past their payment deadline")
     def cancel_if_expired(self, request: HttpRequest, queryset: QuerySet[Order]) -> None:
         from payments.services.orders import order_cancel_expired
@@ -80,8 +88,21 @@ class OrderAdmin(admin.ModelAdmin):
         )
 
 
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """View only: these rows are written by the services, which keep stock and money consistent."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
 @admin.register(OrderItem)
-class OrderItemAdmin(admin.ModelAdmin):
+class OrderItemAdmin(ReadOnlyAdmin):
     list_display = ("order", "product", "quantity", "unit_price")
     list_filter = ("order__status",)
     search_fields = ("order__id", "product__sku", "product__name")
@@ -92,9 +113,18 @@ class OrderItemAdmin(admin.ModelAdmin):
 
 
 @admin.register(PaymentTransaction)
-class PaymentTransactionAdmin(admin.ModelAdmin):
-    list_display = ("provider", "provider_reference", "order", "amount", "currency", "status", "created_at")
-    list_filter = ("status", "provider", "currency")
+class PaymentTransactionAdmin(ReadOnlyAdmin):
+    list_display = (
+        "provider",
+        "provider_reference",
+        "order",
+        "amount",
+        "currency",
+        "status",
+        "needs_refund",
+        "created_at",
+    )
+    list_filter = ("needs_refund", "status", "provider", "currency")
     search_fields = ("provider_reference", "order__id", "order__customer__username")
     date_hierarchy = "created_at"
     raw_id_fields = ("order",)

@@ -67,7 +67,7 @@ def load_demo_data() -> dict[str, int]:
             order_id = demo_order_id(name)
             if Order.objects.filter(pk=order_id).exists():
                 continue
-            order_place(
+            order = order_place(
                 customer_id=customer.pk, items={by_sku[sku]: qty for sku, qty in items.items()}, order_id=order_id
             )
             # Back-dated, so some orders are already past their payment deadline.
@@ -75,7 +75,13 @@ def load_demo_data() -> dict[str, int]:
             if after in ("initiated", "paid"):
                 payment_initiate(order_id=order_id, provider="demo", provider_reference=f"demo-{name}")
             if after == "paid":
-                order_pay(order_id=order_id, provider="demo", provider_reference=f"demo-{name}")
+                order_pay(
+                    order_id=order_id,
+                    provider="demo",
+                    provider_reference=f"demo-{name}",
+                    amount=order.total,
+                    currency=order.currency,
+                )
             orders_created += 1
 
         rates = exchange_rates_store(

@@ -6,7 +6,7 @@ import uuid
 from datetime import date, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 
-from django.db.models import Q, QuerySet
+from django.db.models import Count, Q, QuerySet
 
 from payments.models import ExchangeRate, Order, PaymentTransaction, Product
 
@@ -76,11 +76,30 @@ def _newest_rate(base: str, quote: str, on: date) -> ExchangeRate | None:
     return ExchangeRate.objects.filter(base=base, quote=quote, as_of__lte=on).order_by("-as_of").first()
 
 
+def _cross_legs(base: str, quote: str, on: date) -> tuple[Decimal, Decimal] | None:
+    """(EUR->base, EUR->quote) from the newest day on or before `on` that has both, so a cross never mixes days."""
+    day = (
+        ExchangeRate.objects.filter(base=ECB_BASE, quote__in=[base, quote], as_of__lte=on)
+        .values("as_of")
+        .annotate(legs=Count("quote", distinct=True))
+        .filter(legs=2)
+        .order_by("-as_of")
+        .values_list("as_of", flat=True)
+        .first()
+    )
+    if day is None:
+        return None
+    rates = dict(
+        ExchangeRate.objects.filter(base=ECB_BASE, quote__in=[base, quote], as_of=day).values_list("quote", "rate")
+    )
+    return rates[base], rates[quote]
+
+
 def exchange_rate_get(*, base: str, quote: str, on: date) -> Decimal:
     """How many `quote` one `base` buys, from the newest rates published on or before `on`.
 
     Uses a direct rate, else the inverse of the opposite rate, else a cross through
-    EUR (the ECB quotes every currency against EUR only).
+    EUR (the ECB quotes every currency against EUR only) with both legs from the same day.
     """
     base, quote = base.upper(), quote.upper()
     if base == quote:
@@ -92,10 +111,14 @@ def exchange_rate_get(*, base: str, quote: str, on: date) -> Decimal:
     if inverse is not None:
         return Decimal(1) / inverse.rate
     if ECB_BASE not in (base, quote):
-        eur_to_base = _newest_rate(ECB_BASE, base, on)
-        eur_to_quote = _newest_rate(ECB_BASE, quote, on)
-        if eur_to_base is not None and eur_to_quote is not None:
-            return eur_to_quote.rate / eur_to_base.rate
+        legs = _cross_legs(base, quote, on)
+        if legs is not None:
+            eur_to_base, eur_to_quote = legs
+            return eur_to_quote / eur_to_base
+        raise ExchangeRateNotFound(
+            f"No {base}->{quote} rate on or before {on.isoformat()}: no day has both {ECB_BASE}->{base} "
+            f"and {ECB_BASE}->{quote}."
+        )
     raise ExchangeRateNotFound(f"No {base}->{quote} rate on or before {on.isoformat()}.")
 
 

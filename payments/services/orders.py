@@ -1,11 +1,14 @@
 """Orders: place (reserve stock), pay, and cancel unpaid orders past their deadline.
 
-Lock order, everywhere: an order row before product rows, product rows by ascending
-primary key. Two writers that follow it never wait on each other in a cycle.
+Lock order: an order row before product rows, product rows by ascending primary key.
+The sweep claims its orders in no particular order (Django drops order_by inside an
+`__in` subquery), which is harmless: that claim uses SKIP LOCKED and never waits for
+an order row, so it cannot close a cycle.
 """
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -18,8 +21,11 @@ from django.db import connection, transaction
 from django.db.models import F, QuerySet, Sum
 from django.utils import timezone
 
+from notifications.services import payment_failed_notify, payment_failed_notify_many
 from payments import selectors
 from payments.models import Order, OrderItem, PaymentTransaction, Product
+
+logger = logging.getLogger(__name__)
 
 # 1,000 orders (about 3,000 items) per transaction: measured with
 # tests/benchmarks/payment_timeouts.py, 500 and 2,000 were within 10 % of it, and
@@ -49,6 +55,22 @@ class OrderNotFound(OrderError):
 
 class OrderNotPayable(OrderError):
     pass
+
+
+class PaymentMismatch(OrderNotPayable):
+    """The provider charged another amount or currency than the order's: nothing was recorded."""
+
+
+class PaymentNeedsRefund(OrderNotPayable):
+    """The provider took money for an order that is no longer pending payment.
+
+    The charge is recorded (status succeeded, `needs_refund`) and committed before this
+    is raised; `transaction` is that record.
+    """
+
+    def __init__(self, message: str, *, payment: PaymentTransaction) -> None:
+        self.transaction = payment
+        super().__init__(message)
 
 
 # Placing and paying ---------------------------------------------------------------
@@ -112,15 +134,23 @@ def payment_initiate(*, order_id: uuid.UUID | str, provider: str, provider_refer
 
 
 def order_pay(
-    *, order_id: uuid.UUID | str, provider: str, provider_reference: str, amount: Decimal | None = None
+    *, order_id: uuid.UUID | str, provider: str, provider_reference: str, amount: Decimal, currency: str
 ) -> PaymentTransaction:
-    """Apply a successful payment: the order becomes paid, its transaction succeeded.
+    """Apply a successful payment of `amount` `currency`: the order becomes paid, its transaction succeeded.
 
     The order row is locked first, so a sweep cancelling it at the same moment either
     finished before (and this refuses: the order is cancelled) or waits for this
     commit (and then skips it: the order is paid). A repeated callback for the same
     provider reference returns the recorded transaction and changes nothing.
+
+    Refusals: `PaymentMismatch` when amount or currency differ from the order's
+    (nothing recorded); `PaymentNeedsRefund` when the order is no longer pending payment
+    (the charge is committed with `needs_refund=True` first, so the money is traceable).
+    Call it outside any transaction of your own, or that record rolls back with it.
     """
+    if not isinstance(amount, Decimal) or not amount.is_finite():
+        raise PaymentMismatch(f"The payment amount must be a finite Decimal, got {amount!r}.")
+    currency = str(currency).upper()
     with transaction.atomic():
         order = Order.objects.select_for_update().filter(pk=order_id).first()
         if order is None:
@@ -129,31 +159,95 @@ def order_pay(
         if existing is not None and existing.order_id != order.pk:
             raise OrderNotPayable(f"Reference {provider}:{provider_reference} belongs to another order.")
         if existing is not None and existing.status == PaymentTransaction.Status.SUCCEEDED:
+            if existing.needs_refund:
+                raise PaymentNeedsRefund(_needs_refund_message(order, existing), payment=existing)
             return existing
-        if amount is not None and (amount != order.total):
-            raise OrderNotPayable(f"Payment of {amount} does not match the order total {order.total} {order.currency}.")
         now = timezone.now()
-        claimed = Order.objects.filter(pk=order.pk, status=Order.Status.PENDING_PAYMENT).update(
-            status=Order.Status.PAID, payment_status=Order.PaymentStatus.PAID, paid_at=now, updated_at=now
-        )
-        if claimed != 1:
-            raise OrderNotPayable(
-                f"Order {order.pk} is {order.status}; a payment applies only to an order pending payment."
+        if order.status != Order.Status.PENDING_PAYMENT:
+            # The money is taken whatever we answer: keep a record to refund it from.
+            payment = _payment_record(
+                order=order,
+                existing=existing,
+                provider=provider,
+                provider_reference=provider_reference,
+                amount=amount,
+                currency=currency,
+                needs_refund=True,
+                now=now,
             )
-        if existing is not None:
-            PaymentTransaction.objects.filter(pk=existing.pk).update(
-                status=PaymentTransaction.Status.SUCCEEDED, updated_at=now
+            refusal = PaymentNeedsRefund(_needs_refund_message(order, payment), payment=payment)
+        else:
+            if amount != order.total or currency != order.currency:
+                raise PaymentMismatch(
+                    f"Payment of {amount} {currency} does not match the order total {order.total} {order.currency}."
+                )
+            # Conditional as well as locked: the status is the rule, whatever path wrote the row.
+            claimed = Order.objects.filter(pk=order.pk, status=Order.Status.PENDING_PAYMENT).update(
+                status=Order.Status.PAID, payment_status=Order.PaymentStatus.PAID, paid_at=now, updated_at=now
             )
-            existing.refresh_from_db()
-            return existing
-        return PaymentTransaction.objects.create(
-            order=order,
-            provider=provider,
-            provider_reference=provider_reference,
-            amount=order.total,
-            currency=order.currency,
+            if claimed != 1:
+                raise OrderNotPayable(f"Order {order.pk} changed while it was locked; refusing the payment.")
+            return _payment_record(
+                order=order,
+                existing=existing,
+                provider=provider,
+                provider_reference=provider_reference,
+                amount=amount,
+                currency=currency,
+                needs_refund=False,
+                now=now,
+            )
+    logger.warning(
+        "Payment %s:%s of %s %s for order %s recorded with needs_refund: %s",
+        provider,
+        provider_reference,
+        amount,
+        currency,
+        order.pk,
+        refusal,
+    )
+    raise refusal
+
+
+def _needs_refund_message(order: Order, payment: PaymentTransaction) -> str:
+    return (
+        f"Order {order.pk} is {order.status}; a payment applies only to an order pending payment. "
+        f"The charge {payment.provider}:{payment.provider_reference} ({payment.amount} {payment.currency}) "
+        "is recorded with needs_refund."
+    )
+
+
+def _payment_record(
+    *,
+    order: Order,
+    existing: PaymentTransaction | None,
+    provider: str,
+    provider_reference: str,
+    amount: Decimal,
+    currency: str,
+    needs_refund: bool,
+    now: datetime,
+) -> PaymentTransaction:
+    """The succeeded transaction with what the provider says it took: the started one updated, or a new one."""
+    if existing is not None:
+        PaymentTransaction.objects.filter(pk=existing.pk).update(
             status=PaymentTransaction.Status.SUCCEEDED,
+            amount=amount,
+            currency=currency,
+            needs_refund=needs_refund,
+            updated_at=now,
         )
+        existing.refresh_from_db()
+        return existing
+    return PaymentTransaction.objects.create(
+        order=order,
+        provider=provider,
+        provider_reference=provider_reference,
+        amount=amount,
+        currency=currency,
+        status=PaymentTransaction.Status.SUCCEEDED,
+        needs_refund=needs_refund,
+    )
 
 
 # Cancelling expired orders ----------------------------------------------------------
@@ -166,19 +260,6 @@ class _ChunkResult:
     transactions_cancelled: int = 0
 
 
-def _enqueue_payment_failed_many(order_ids: list[uuid.UUID]) -> None:
-    from notifications.tasks import send_payment_failed_many as send_payment_failed_many_task
-
-    ids = [str(pk) for pk in order_ids]
-    transaction.on_commit(lambda: send_payment_failed_many_task.delay(ids))
-
-
-def _enqueue_payment_failed(order_id: uuid.UUID) -> None:
-    from notifications.tasks import send_payment_failed as send_payment_failed_task
-
-    transaction.on_commit(lambda: send_payment_failed_task.delay(str(order_id)))
-
-
 def _orders_cancel_chunk(
     *, candidates: QuerySet[Order], cutoff: datetime, now: datetime, skip_locked: bool, single: bool = False
 ) -> _ChunkResult:
@@ -186,9 +267,10 @@ def _orders_cancel_chunk(
 
     A constant number of statements whatever the chunk's size: claim (lock and update in
     one), lock the products, one aggregate-and-update of stock, one update of open
-    transactions, one read of the claimed ids for the notification. Stock is restored
-    only for the orders this transaction moved out of pending_payment (its claim token),
-    so it is restored exactly once.
+    transactions, one read of the claimed ids, and the payment_failed outbox rows. Stock
+    is restored only for the orders this transaction moved out of pending_payment (its
+    claim token), so it is restored exactly once. The outbox rows commit or roll back with
+    the cancellations, so no broker message has to survive for the customers to be told.
     """
     result = _ChunkResult()
     token = uuid.uuid4()
@@ -196,7 +278,6 @@ def _orders_cancel_chunk(
         lockable = (
             candidates.filter(status=Order.Status.PENDING_PAYMENT, created_at__lt=cutoff)
             .select_for_update(skip_locked=skip_locked)
-            .order_by("pk")
             .values("pk")
         )
         claimed = Order.objects.filter(pk__in=lockable, status=Order.Status.PENDING_PAYMENT).update(
@@ -223,9 +304,9 @@ def _orders_cancel_chunk(
         ).update(status=PaymentTransaction.Status.CANCELLED, updated_at=now)
         result.cancelled_ids = list(Order.objects.filter(claim_token=token).values_list("pk", flat=True))
         if single:
-            _enqueue_payment_failed(result.cancelled_ids[0])
+            payment_failed_notify(order_id=result.cancelled_ids[0])
         else:
-            _enqueue_payment_failed_many(result.cancelled_ids)
+            payment_failed_notify_many(order_ids=result.cancelled_ids)
     return result
 
 

@@ -24,6 +24,9 @@ SOURCE = "ecb"
 MAX_FEED_BYTES = 2 * 1024 * 1024
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 _QUANTUM = Decimal("1e-10")
+# ExchangeRate.rate is NUMERIC(20, 10): at most ten digits before the point.
+_MAX_RATE = Decimal("1e10")
+_READ_CHUNK = 64 * 1024
 
 
 class ExchangeRateFeedError(Exception):
@@ -35,20 +38,29 @@ class ExchangeRateFeedUnavailable(Exception):
 
 
 def exchange_rates_fetch(*, url: str | None = None) -> bytes:
+    """The feed's body. Read as a stream and abandoned past MAX_FEED_BYTES, so a huge answer costs no memory."""
     url = url or settings.EXCHANGE_RATES_URL
     try:
-        response = requests.get(
-            url, timeout=settings.EXCHANGE_RATES_TIMEOUT_SECONDS, headers={"Accept": "application/xml, text/xml"}
-        )
-    except (requests.ConnectionError, requests.Timeout) as exc:
+        with requests.get(
+            url,
+            timeout=settings.EXCHANGE_RATES_TIMEOUT_SECONDS,
+            headers={"Accept": "application/xml, text/xml"},
+            stream=True,
+        ) as response:
+            if response.status_code == 429 or response.status_code >= 500:
+                raise ExchangeRateFeedUnavailable(f"{url} answered HTTP {response.status_code}.")
+            if response.status_code != 200:
+                raise ExchangeRateFeedError(f"{url} answered HTTP {response.status_code}.")
+            body = bytearray()
+            for chunk in response.iter_content(chunk_size=_READ_CHUNK):
+                body += chunk
+                if len(body) > MAX_FEED_BYTES:
+                    raise ExchangeRateFeedError(
+                        f"{url} answered more than {MAX_FEED_BYTES} bytes, far more than a rates feed; stopped reading."
+                    )
+            return bytes(body)
+    except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
         raise ExchangeRateFeedUnavailable(f"Could not reach {url}: {exc}") from exc
-    if response.status_code == 429 or response.status_code >= 500:
-        raise ExchangeRateFeedUnavailable(f"{url} answered HTTP {response.status_code}.")
-    if response.status_code != 200:
-        raise ExchangeRateFeedError(f"{url} answered HTTP {response.status_code}.")
-    if len(response.content) > MAX_FEED_BYTES:
-        raise ExchangeRateFeedError(f"{url} answered {len(response.content)} bytes, more than a rates feed.")
-    return response.content
 
 
 def exchange_rates_parse(content: bytes) -> dict[date, dict[str, Decimal]]:
@@ -79,7 +91,16 @@ def exchange_rates_parse(content: bytes) -> dict[date, dict[str, Decimal]]:
                 raise ExchangeRateFeedError(f"Bad rate {raw!r} for {currency} on {day}.") from exc
             if not rate.is_finite() or rate <= 0:
                 raise ExchangeRateFeedError(f"Bad rate {raw!r} for {currency} on {day}.")
-            rates[currency] = rate.quantize(_QUANTUM)
+            try:
+                rate = rate.quantize(_QUANTUM)
+            except InvalidOperation as exc:
+                raise ExchangeRateFeedError(f"Rate {raw!r} for {currency} on {day} is out of range.") from exc
+            if not 0 < rate < _MAX_RATE:
+                raise ExchangeRateFeedError(
+                    f"Rate {raw!r} for {currency} on {day} is out of range: it must round to more than 0 "
+                    f"and less than {_MAX_RATE:,.0f} at 10 decimal places."
+                )
+            rates[currency] = rate
         if rates:
             days[day] = rates
     if not days:

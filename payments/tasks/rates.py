@@ -7,8 +7,9 @@ from celery import shared_task
 from payments.services.rates import ExchangeRateFeedUnavailable
 
 
-# Only an unreachable or overloaded feed is retried (about 1, 2, 4 minutes, jittered);
-# a feed answering garbage or a 4xx fails at once with the reason in JobRun.
+# Only an unreachable or overloaded feed is retried, 3 times, with a backoff of 1, 2, then
+# 4 minutes; the jitter makes each retry come anywhere between 0 and that backoff, so many
+# workers do not retry in step. A feed answering garbage or a 4xx fails at once (reason in JobRun).
 @shared_task(
     name="payments.update_exchange_rates",
     autoretry_for=(ExchangeRateFeedUnavailable,),

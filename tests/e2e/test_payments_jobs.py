@@ -15,7 +15,7 @@ from core.scheduler import SchedulerService
 from payments.models import ExchangeRate, Order, Product
 from payments.tasks import cancel_expired_order
 from tests.e2e.conftest import wait_for
-from tests.payments.factories import BrokerQueue, make_product, seed_orders
+from tests.payments.factories import BrokerQueue, make_product, payment_failed_rows, seed_orders
 
 pytestmark = pytest.mark.e2e
 
@@ -41,7 +41,7 @@ def test_payment_timeouts_triggered_from_the_shell_runs_on_the_payments_worker(
     start_worker: Any, shopper: User
 ) -> None:
     products = [make_product(stock=1000) for _ in range(4)]
-    seed_orders(shopper, products, count=30, age_days=5)
+    expired = seed_orders(shopper, products, count=30, age_days=5)
     fresh = seed_orders(shopper, products, count=5, age_days=1)
     start_worker(queues="payments")
 
@@ -60,8 +60,14 @@ def test_payment_timeouts_triggered_from_the_shell_runs_on_the_payments_worker(
     }
     status = SchedulerService.get_task_status("payment_timeouts")
     assert isinstance(status, dict) and status["last_status"] == "succeeded"
-    sent = BrokerQueue("notifications").tasks("notifications.send_payment_failed_many")
-    assert len(sent) == 1 and len(sent[0]["args"][0]) == 30  # one message for the chunk, not one per order
+    # The worker's chunk wrote each customer's rows in its own transaction (no phone: SMS skipped)
+    # and announced the 30 emails with one message for the chunk, not one per order.
+    assert payment_failed_rows() == {
+        **{(str(o.pk), "email"): "pending" for o in expired},
+        **{(str(o.pk), "sms"): "cancelled" for o in expired},
+    }
+    sent = BrokerQueue("notifications").tasks("notifications.deliver_batch")
+    assert len(sent) == 1 and len(sent[0]["args"][0]) == 30
 
 
 def test_exchange_rates_triggered_from_the_shell_fetches_the_feed_from_the_worker(
@@ -92,8 +98,15 @@ def test_cancel_expired_order_sent_twice_per_order_to_two_workers_cancels_each_o
     outcomes = Counter(r.get(timeout=60)["outcome"] for r in results)
     assert outcomes == {"cancelled": 60, "not_pending": 60}
     assert set(Product.objects.values_list("stock", flat=True)) == {1000}
-    notified = Counter(m["args"][0] for m in BrokerQueue("notifications").tasks("notifications.send_payment_failed"))
-    assert set(notified) == {str(o.pk) for o in orders} and set(notified.values()) == {1}
+    # One row per order and channel (payment_failed_rows refuses duplicates), each email announced once.
+    assert payment_failed_rows() == {
+        **{(str(o.pk), "email"): "pending" for o in orders},
+        **{(str(o.pk), "sms"): "cancelled" for o in orders},
+    }
+    announced = Counter(
+        i for m in BrokerQueue("notifications").tasks("notifications.deliver_batch") for i in m["args"][0]
+    )
+    assert len(announced) == 60 and set(announced.values()) == {1}
 
 
 def test_beat_runs_payment_timeouts_on_its_schedule(start_worker: Any, start_beat: Any, shopper: User) -> None:

@@ -16,8 +16,8 @@ from django.conf import settings
 from django.utils import timezone
 
 from core.models import User
-from payments.models import Order, Product
-from payments.services.orders import order_place
+from payments.models import Order, PaymentTransaction, Product
+from payments.services.orders import order_pay, order_place
 
 FIXTURES = Path(__file__).parent / "fixtures"
 _skus = count(1)
@@ -40,6 +40,34 @@ def place(customer: User, items: dict[Product, int], *, age_days: float = 0) -> 
         Order.objects.filter(pk=order.pk).update(created_at=timezone.now() - timedelta(days=age_days))
         order.refresh_from_db()
     return order
+
+
+def pay(order: Order, reference: str, *, provider: str = "acme") -> PaymentTransaction:
+    """The provider's success callback for exactly the order's total."""
+    return order_pay(
+        order_id=order.pk, provider=provider, provider_reference=reference, amount=order.total, currency=order.currency
+    )
+
+
+def payment_failed_rows() -> dict[tuple[str, str], str]:
+    """{(order id, channel): status} of the payment_failed outbox rows."""
+    from notifications.models import Notification
+
+    rows = Notification.objects.filter(template_key="payment_failed").values_list("dedupe_group", "channel", "status")
+    found: dict[tuple[str, str], str] = {}
+    for group, channel, status in rows:
+        key = (group.removeprefix("payment_failed:"), channel)
+        assert key not in found, f"two payment_failed rows for {key}"
+        found[key] = status
+    return found
+
+
+def pending_payment_failed_ids() -> list[int]:
+    from notifications.models import Notification
+
+    return sorted(
+        Notification.objects.filter(template_key="payment_failed", status="pending").values_list("pk", flat=True)
+    )
 
 
 def stock_of(*products: Product) -> list[int]:

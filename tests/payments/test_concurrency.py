@@ -14,8 +14,19 @@ from django.db.models import Sum
 
 from core.models import User
 from payments.models import Order, OrderItem, PaymentTransaction, Product
-from payments.services.orders import OrderNotPayable, order_cancel_expired, order_pay, orders_cancel_expired
-from tests.payments.factories import BrokerQueue, make_product, seed_orders
+from payments.services.orders import (
+    PaymentNeedsRefund,
+    order_cancel_expired,
+    order_pay,
+    orders_cancel_expired,
+)
+from tests.payments.factories import (
+    BrokerQueue,
+    make_product,
+    payment_failed_rows,
+    pending_payment_failed_ids,
+    seed_orders,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -65,13 +76,14 @@ def test_two_sweeps_at_once_cancel_each_of_2000_orders_once_and_restore_stock_on
     assert Order.objects.filter(status=Order.Status.CANCELLED, payment_status="failed").count() == 2000
     assert set(Product.objects.values_list("stock", flat=True)) == {10_000}
     assert not PaymentTransaction.objects.exclude(status=PaymentTransaction.Status.CANCELLED).exists()
-    notified = Counter(
-        order_id
-        for m in notifications_queue.tasks("notifications.send_payment_failed_many")
-        for order_id in m["args"][0]
-    )
-    assert set(notified) == {str(o.pk) for o in orders}
-    assert set(notified.values()) == {1}  # every customer told once
+    # Every customer has exactly one payment_failed row per channel (payment_failed_rows refuses
+    # duplicates), committed with the cancellation; each email row is announced exactly once.
+    assert payment_failed_rows() == {
+        **{(str(o.pk), "email"): "pending" for o in orders},
+        **{(str(o.pk), "sms"): "cancelled" for o in orders},
+    }
+    announced = Counter(i for m in notifications_queue.tasks("notifications.deliver_batch") for i in m["args"][0])
+    assert sorted(announced) == pending_payment_failed_ids() and set(announced.values()) == {1}
 
 
 @pytest.mark.parametrize("canceller", ["sweep", "one_by_one"])
@@ -79,15 +91,18 @@ def test_a_payment_racing_the_cancellation_ends_paid_or_cancelled_never_both(cus
     products = [make_product(stock=10_000) for _ in range(5)]
     orders = seed_orders(customer, products, count=300, age_days=4, units=(2, 1))
     ids = [o.pk for o in orders]
+    totals = {o.pk: o.total for o in orders}
     paid_ok: set[Any] = set()
     refused: set[Any] = set()
 
     def pay_all() -> None:
         for pk in random.sample(ids, len(ids)):
             try:
-                order_pay(order_id=pk, provider="seed", provider_reference=f"seed-{pk}")
+                order_pay(
+                    order_id=pk, provider="seed", provider_reference=f"seed-{pk}", amount=totals[pk], currency="EUR"
+                )
                 paid_ok.add(pk)
-            except OrderNotPayable:
+            except PaymentNeedsRefund:
                 refused.add(pk)
 
     def cancel_all() -> dict[str, int]:
@@ -115,5 +130,10 @@ def test_a_payment_racing_the_cancellation_ends_paid_or_cancelled_never_both(cus
     )
     for product in Product.objects.all():
         assert product.stock == 10_000 - held_by_paid.get(product.pk, 0)
-    tx = dict(PaymentTransaction.objects.values_list("order_id", "status"))
-    assert {tx[pk] for pk in paid} <= {"succeeded"} and {tx[pk] for pk in cancelled} <= {"cancelled"}
+    # The charge for a cancelled order is still money taken: recorded succeeded, to refund.
+    tx = {
+        pk: (status, refund)
+        for pk, status, refund in PaymentTransaction.objects.values_list("order_id", "status", "needs_refund")
+    }
+    assert {tx[pk] for pk in paid} == {("succeeded", False)}
+    assert {tx[pk] for pk in cancelled} <= {("succeeded", True)}

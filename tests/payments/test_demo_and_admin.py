@@ -71,3 +71,87 @@ def test_the_admin_action_cancels_only_orders_past_their_deadline(
     assert Order.objects.get(pk=expired.pk).status == "cancelled"
     assert Order.objects.get(pk=fresh.pk).status == "pending_payment"
     assert Product.objects.get(pk=tea.pk).stock == 7
+
+
+def test_the_admin_cannot_delete_or_add_orders_nor_change_their_items_and_transactions(
+    admin_client_logged_in: Client, customer: User
+) -> None:
+    # Given an order holding 3 units, with an open transaction
+    tea = make_product(stock=10)
+    order = place(customer, {tea: 3})
+    tx = PaymentTransaction.objects.create(
+        order=order, provider="acme", provider_reference="r1", amount=order.total, currency="EUR"
+    )
+    item = order.items.get()
+
+    # When a superuser tries every way the admin offers to delete, add or edit them
+    answers = {
+        "delete order": admin_client_logged_in.post(f"/admin/payments/order/{order.pk}/delete/", {"post": "yes"}),
+        "bulk delete orders": admin_client_logged_in.post(
+            "/admin/payments/order/", {"action": "delete_selected", "_selected_action": [str(order.pk)], "post": "yes"}
+        ),
+        "add order": admin_client_logged_in.get("/admin/payments/order/add/"),
+        "edit item": admin_client_logged_in.post(
+            f"/admin/payments/orderitem/{item.pk}/change/",
+            {"order": str(order.pk), "product": tea.pk, "quantity": 1, "unit_price": "10.00"},
+        ),
+        "delete item": admin_client_logged_in.post(f"/admin/payments/orderitem/{item.pk}/delete/", {"post": "yes"}),
+        "add item": admin_client_logged_in.get("/admin/payments/orderitem/add/"),
+        "edit transaction": admin_client_logged_in.post(
+            f"/admin/payments/paymenttransaction/{tx.pk}/change/",
+            {
+                "order": str(order.pk),
+                "provider": "acme",
+                "provider_reference": "r1",
+                "amount": "0.01",
+                "currency": "EUR",
+                "status": "succeeded",
+            },
+        ),
+        "delete transaction": admin_client_logged_in.post(
+            f"/admin/payments/paymenttransaction/{tx.pk}/delete/", {"post": "yes"}
+        ),
+    }
+
+    # Then each is refused (the bulk delete is not even offered) and stock is still conserved
+    assert {name: r.status_code for name, r in answers.items()} == {
+        "delete order": 403,
+        "bulk delete orders": 302,  # back to the list: "No action selected"
+        "add order": 403,
+        "edit item": 403,
+        "delete item": 403,
+        "add item": 403,
+        "edit transaction": 403,
+        "delete transaction": 403,
+    }
+    assert b"delete_selected" not in admin_client_logged_in.get("/admin/payments/order/").content
+    assert Order.objects.filter(pk=order.pk).exists()
+    assert list(OrderItem.objects.values_list("pk", "quantity")) == [(item.pk, 3)]
+    tx.refresh_from_db()
+    assert (tx.amount, tx.status) == (order.total, "initiated")
+    assert Product.objects.get(pk=tea.pk).stock == 7
+    # Viewing still works, read-only.
+    view = admin_client_logged_in.get(f"/admin/payments/paymenttransaction/{tx.pk}/change/")
+    assert view.status_code == 200 and b'name="_save"' not in view.content
+
+
+def test_the_transactions_admin_filters_the_charges_to_refund(admin_client_logged_in: Client, customer: User) -> None:
+    order = place(customer, {make_product(): 1})
+    PaymentTransaction.objects.create(
+        order=order, provider="acme", provider_reference="keep", amount=1, currency="EUR", status="succeeded"
+    )
+    PaymentTransaction.objects.create(
+        order=order,
+        provider="acme",
+        provider_reference="give-back",
+        amount=1,
+        currency="EUR",
+        status="succeeded",
+        needs_refund=True,
+    )
+
+    listing = admin_client_logged_in.get("/admin/payments/paymenttransaction/", {"needs_refund__exact": "1"})
+
+    assert listing.status_code == 200
+    assert b"give-back" in listing.content and b"keep" not in listing.content
+    assert b"needs_refund__exact=1" in admin_client_logged_in.get("/admin/payments/paymenttransaction/").content

@@ -7,16 +7,20 @@ from typing import Any
 
 import pytest
 import time_machine
+from celery.app.task import Task
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
+from kombu.exceptions import OperationalError
 
 from core.models import User
 from payments.models import Order, PaymentTransaction, Product
+from payments.services import orders as order_services
 from payments.services.orders import (
     InsufficientStock,
     OrderError,
-    OrderNotPayable,
+    PaymentMismatch,
+    PaymentNeedsRefund,
     UnknownProduct,
     order_cancel_expired,
     order_pay,
@@ -24,7 +28,15 @@ from payments.services.orders import (
     orders_cancel_expired,
     payment_initiate,
 )
-from tests.payments.factories import BrokerQueue, make_product, place, stock_of
+from tests.payments.factories import (
+    BrokerQueue,
+    make_product,
+    pay,
+    payment_failed_rows,
+    pending_payment_failed_ids,
+    place,
+    stock_of,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -77,48 +89,117 @@ def test_unknown_products_zero_quantities_and_mixed_currencies_are_refused(custo
 # Paying -----------------------------------------------------------------------------
 
 
-def test_paying_an_order_marks_it_paid_and_records_a_succeeded_transaction(customer: User) -> None:
+def test_paying_an_order_marks_it_paid_and_records_what_the_provider_took(customer: User) -> None:
     order = place(customer, {make_product(): 1})
     payment_initiate(order_id=order.pk, provider="acme", provider_reference="ch_1")
 
-    tx = order_pay(order_id=order.pk, provider="acme", provider_reference="ch_1", amount=Decimal("10.00"))
+    tx = order_pay(
+        order_id=order.pk, provider="acme", provider_reference="ch_1", amount=Decimal("10.0"), currency="eur"
+    )
 
     order.refresh_from_db()
     assert (order.status, order.payment_status) == (Order.Status.PAID, Order.PaymentStatus.PAID)
     assert order.paid_at is not None
-    assert tx.status == PaymentTransaction.Status.SUCCEEDED
+    assert (tx.status, tx.amount, tx.currency, tx.needs_refund) == ("succeeded", Decimal("10.00"), "EUR", False)
     assert PaymentTransaction.objects.count() == 1
+
+
+def test_the_amount_and_the_currency_of_a_payment_are_required(customer: User) -> None:
+    order = place(customer, {make_product(): 1})
+
+    with pytest.raises(TypeError, match="amount"):
+        order_pay(order_id=order.pk, provider="acme", provider_reference="x", currency="EUR")  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="currency"):
+        order_pay(order_id=order.pk, provider="acme", provider_reference="x", amount=order.total)  # type: ignore[call-arg]
+    with pytest.raises(PaymentMismatch, match="finite Decimal"):
+        order_pay(order_id=order.pk, provider="acme", provider_reference="x", amount=10, currency="EUR")  # type: ignore[arg-type]
+    assert Order.objects.get(pk=order.pk).status == Order.Status.PENDING_PAYMENT
 
 
 def test_a_repeated_payment_callback_changes_nothing(customer: User) -> None:
     order = place(customer, {make_product(): 1})
-    first = order_pay(order_id=order.pk, provider="acme", provider_reference="ch_1")
+    first = pay(order, "ch_1")
 
-    again = order_pay(order_id=order.pk, provider="acme", provider_reference="ch_1")
+    again = pay(order, "ch_1")
 
     assert again.pk == first.pk
     assert PaymentTransaction.objects.count() == 1
 
 
-def test_a_payment_for_a_cancelled_order_is_refused(customer: User) -> None:
+def test_money_taken_for_a_cancelled_order_is_recorded_for_a_refund_then_refused(
+    customer: User, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given an order the sweep cancelled while its charge was in flight
+    tea = make_product(stock=10)
+    order = place(customer, {tea: 1}, age_days=4)
+    payment_initiate(order_id=order.pk, provider="acme", provider_reference="late")
+    orders_cancel_expired()
+
+    # When the provider reports the charge succeeded
+    with pytest.raises(PaymentNeedsRefund, match=r"is cancelled.*acme:late .*needs_refund") as refused:
+        order_pay(
+            order_id=order.pk, provider="acme", provider_reference="late", amount=Decimal("10.00"), currency="EUR"
+        )
+
+    # Then the order stays cancelled and its stock stays restored, and the money is on record
+    order.refresh_from_db()
+    assert (order.status, order.payment_status) == (Order.Status.CANCELLED, Order.PaymentStatus.FAILED)
+    assert stock_of(tea) == [10]
+    tx = PaymentTransaction.objects.get(provider_reference="late")
+    assert (tx.status, tx.needs_refund, tx.amount, tx.currency) == ("succeeded", True, Decimal("10.00"), "EUR")
+    assert refused.value.transaction.pk == tx.pk
+    assert [r.levelname for r in caplog.records if "needs_refund" in r.getMessage()] == ["WARNING"]
+
+
+def test_a_second_charge_for_a_paid_order_is_recorded_for_a_refund_and_a_repeat_of_it_changes_nothing(
+    customer: User,
+) -> None:
+    order = place(customer, {make_product(): 1})
+    pay(order, "first")
+
+    with pytest.raises(PaymentNeedsRefund, match="is paid"):
+        pay(order, "second")
+    with pytest.raises(PaymentNeedsRefund):
+        pay(order, "second")
+
+    assert sorted(PaymentTransaction.objects.values_list("provider_reference", "status", "needs_refund")) == [
+        ("first", "succeeded", False),
+        ("second", "succeeded", True),
+    ]
+    assert Order.objects.get(pk=order.pk).status == Order.Status.PAID
+
+
+def test_money_taken_for_a_cancelled_order_is_recorded_whatever_the_amount(customer: User) -> None:
+    # A payment that does not match is still money taken when the order is already cancelled.
     order = place(customer, {make_product(): 1}, age_days=4)
     orders_cancel_expired()
 
-    with pytest.raises(OrderNotPayable, match="cancelled"):
-        order_pay(order_id=order.pk, provider="acme", provider_reference="late")
+    with pytest.raises(PaymentNeedsRefund):
+        order_pay(order_id=order.pk, provider="acme", provider_reference="odd", amount=Decimal("3.00"), currency="USD")
 
-    order.refresh_from_db()
-    assert (order.status, order.payment_status) == (Order.Status.CANCELLED, Order.PaymentStatus.FAILED)
-    assert not PaymentTransaction.objects.filter(provider_reference="late").exists()
+    tx = PaymentTransaction.objects.get(provider_reference="odd")
+    assert (tx.amount, tx.currency, tx.needs_refund) == (Decimal("3.00"), "USD", True)
 
 
-def test_a_payment_of_the_wrong_amount_is_refused(customer: User) -> None:
+@pytest.mark.parametrize(
+    ("amount", "currency"),
+    [(Decimal("10.00"), "EUR"), (Decimal("20.01"), "EUR"), (Decimal("20.00"), "USD")],
+    ids=["too-little", "too-much", "wrong-currency"],
+)
+def test_a_payment_of_the_wrong_amount_or_currency_is_refused_and_changes_nothing(
+    customer: User, amount: Decimal, currency: str
+) -> None:
     order = place(customer, {make_product(price="10.00"): 2})
+    started = payment_initiate(order_id=order.pk, provider="acme", provider_reference="x")
 
-    with pytest.raises(OrderNotPayable, match="does not match"):
-        order_pay(order_id=order.pk, provider="acme", provider_reference="x", amount=Decimal("10.00"))
+    with pytest.raises(PaymentMismatch, match=rf"Payment of {amount} {currency} does not match .* 20.00 EUR"):
+        order_pay(order_id=order.pk, provider="acme", provider_reference="x", amount=amount, currency=currency)
+
     order.refresh_from_db()
     assert order.status == Order.Status.PENDING_PAYMENT
+    assert list(PaymentTransaction.objects.values_list("pk", "status", "amount")) == [
+        (started.pk, "initiated", Decimal("20.00"))
+    ]
 
 
 # The sweep --------------------------------------------------------------------------
@@ -131,7 +212,7 @@ def test_the_sweep_cancels_only_unpaid_orders_older_than_the_timeout(
     expired = place(customer, {tea: 3, honey: 1}, age_days=3.1)
     fresh = place(customer, {tea: 2}, age_days=2.9)
     paid_long_ago = place(customer, {honey: 4}, age_days=10)
-    order_pay(order_id=paid_long_ago.pk, provider="acme", provider_reference="paid")
+    pay(paid_long_ago, "paid")
     open_tx = payment_initiate(order_id=expired.pk, provider="acme", provider_reference="open")
     failed_tx = PaymentTransaction.objects.create(
         order=expired, provider="acme", provider_reference="failed", amount=1, currency="EUR", status="failed"
@@ -153,9 +234,62 @@ def test_the_sweep_cancels_only_unpaid_orders_older_than_the_timeout(
     failed_tx.refresh_from_db()
     assert open_tx.status == PaymentTransaction.Status.CANCELLED
     assert failed_tx.status == PaymentTransaction.Status.FAILED  # terminal: left alone
-    assert notifications_queue.tasks("notifications.send_payment_failed_many") == [
-        {"task": "notifications.send_payment_failed_many", "args": [[str(expired.pk)]], "kwargs": {}}
-    ]
+    # The customer's payment_failed rows are in the outbox (no phone number: the SMS is skipped),
+    # and one message announces the email to the notifications workers.
+    assert payment_failed_rows() == {(str(expired.pk), "email"): "pending", (str(expired.pk), "sms"): "cancelled"}
+    [batch] = notifications_queue.tasks("notifications.deliver_batch")
+    assert batch["args"] == [pending_payment_failed_ids()]
+    assert notifications_queue.tasks("notifications.send_payment_failed_many") == []
+
+
+def test_a_chunk_that_rolls_back_leaves_no_payment_failed_row(
+    customer: User, monkeypatch: pytest.MonkeyPatch, notifications_queue: BrokerQueue
+) -> None:
+    # Given an expired order, and a chunk that fails after writing its notifications
+    tea = make_product(stock=10)
+    order = place(customer, {tea: 2}, age_days=4)
+    real_notify = order_services.payment_failed_notify_many
+
+    def notify_then_fail(**kwargs: Any) -> int:
+        assert real_notify(**kwargs) == 2
+        raise RuntimeError("the chunk failed before its commit")
+
+    monkeypatch.setattr(order_services, "payment_failed_notify_many", notify_then_fail)
+
+    # When the sweep runs
+    with pytest.raises(RuntimeError, match="before its commit"):
+        orders_cancel_expired()
+
+    # Then the rows went with the rest of the chunk: still pending, stock held, nobody told
+    assert Order.objects.get(pk=order.pk).status == Order.Status.PENDING_PAYMENT
+    assert stock_of(tea) == [8]
+    assert payment_failed_rows() == {}
+    assert notifications_queue.messages() == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_broker_down_at_commit_neither_loses_the_notifications_nor_stops_the_sweep(
+    customer: User, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given four expired orders swept two per chunk, and a broker that refuses every message
+    tea = make_product(stock=100)
+    orders = [place(customer, {tea: 1}, age_days=4) for _ in range(4)]
+
+    def broker_down(self: Task, *args: Any, **kwargs: Any) -> Any:
+        raise OperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+    monkeypatch.setattr(Task, "apply_async", broker_down)
+
+    # When the sweep runs (every chunk commits for real)
+    summary = orders_cancel_expired(chunk_size=2)
+
+    # Then every chunk ran, and every customer's rows are committed, pending for the recovery job
+    assert (summary["chunks"], summary["orders_cancelled"], summary["units_restored"]) == (2, 4, 4)
+    assert stock_of(tea) == [100]
+    assert payment_failed_rows() == {
+        **{(str(o.pk), "email"): "pending" for o in orders},
+        **{(str(o.pk), "sms"): "cancelled" for o in orders},
+    }
 
 
 def test_running_the_sweep_again_changes_nothing(customer: User) -> None:
@@ -197,7 +331,7 @@ def test_the_sweep_refuses_an_out_of_range_timeout(days: int) -> None:
         orders_cancel_expired(older_than_days=days)
 
 
-def test_the_sweep_runs_a_constant_number_of_queries_per_chunk_and_one_notification_per_chunk(
+def test_the_sweep_runs_a_constant_number_of_queries_per_chunk_and_publishes_one_message_per_chunk(
     customer: User, notifications_queue: BrokerQueue, django_capture_on_commit_callbacks: Any
 ) -> None:
     products = [make_product(stock=1000) for _ in range(6)]
@@ -208,11 +342,14 @@ def test_the_sweep_runs_a_constant_number_of_queries_per_chunk_and_one_notificat
         many = orders_cancel_expired(chunk_size=10)
 
     assert many["chunks"] == 4 and many["orders_cancelled"] == 40 and many["units_restored"] == 240
-    queries_per_chunk = (len(small_chunks) - 1) / many["chunks"]  # the last, empty page read is the 1
-    assert queries_per_chunk <= 9, [q["sql"][:80] for q in small_chunks.captured_queries]
-    assert len(small_chunks) == 1 + 4 * queries_per_chunk
-    sent = notifications_queue.tasks("notifications.send_payment_failed_many")
+    # Per chunk: page read, savepoint, claim, lock products, restore stock, count units, cancel
+    # transactions, read claimed ids, then payment_failed (orders + customers, items + products,
+    # dedupe check, templates, INSERT, pending ids), release savepoint = 15; plus the last, empty page read.
+    assert len(small_chunks) == 1 + 15 * 4, [q["sql"][:80] for q in small_chunks.captured_queries]
+    assert len(payment_failed_rows()) == 40 * 2
+    sent = notifications_queue.tasks("notifications.deliver_batch")
     assert [len(m["args"][0]) for m in sent] == [10, 10, 10, 10]
+    assert sorted(i for m in sent for i in m["args"][0]) == pending_payment_failed_ids()
     assert stock_of(*products) == [1000] * 6
 
 
@@ -235,7 +372,7 @@ def test_the_query_count_does_not_grow_with_the_chunk(customer: User) -> None:
 # One order --------------------------------------------------------------------------
 
 
-def test_cancelling_one_expired_order_restores_its_stock_and_notifies_once(
+def test_cancelling_one_expired_order_restores_its_stock_and_writes_its_payment_failed_rows(
     customer: User, notifications_queue: BrokerQueue, django_capture_on_commit_callbacks: Any
 ) -> None:
     tea = make_product(stock=10)
@@ -248,9 +385,10 @@ def test_cancelling_one_expired_order_restores_its_stock_and_notifies_once(
     assert summary["outcome"] == "cancelled" and summary["orders_cancelled"] == 1 and summary["units_restored"] == 4
     assert stock_of(tea) == [10 - 1]
     assert Order.objects.get(pk=other.pk).status == Order.Status.PENDING_PAYMENT
-    assert notifications_queue.tasks("notifications.send_payment_failed") == [
-        {"task": "notifications.send_payment_failed", "args": [str(order.pk)], "kwargs": {}}
-    ]
+    assert payment_failed_rows() == {(str(order.pk), "email"): "pending", (str(order.pk), "sms"): "cancelled"}
+    [batch] = notifications_queue.tasks("notifications.deliver_batch")
+    assert batch["args"] == [pending_payment_failed_ids()]
+    assert notifications_queue.tasks("notifications.send_payment_failed") == []
 
 
 @pytest.mark.parametrize("order_id", [str(uuid.uuid4()), "not-a-uuid"])
@@ -264,7 +402,7 @@ def test_cancelling_an_unknown_order_says_so_and_changes_nothing(order_id: str) 
 def test_cancelling_a_paid_or_fresh_order_says_why_and_changes_nothing(customer: User) -> None:
     tea = make_product(stock=10)
     paid = place(customer, {tea: 1}, age_days=5)
-    order_pay(order_id=paid.pk, provider="acme", provider_reference="p")
+    pay(paid, "p")
     fresh = place(customer, {tea: 1}, age_days=1)
 
     assert order_cancel_expired(order_id=str(paid.pk))["outcome"] == "not_pending"

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from datetime import date
 from decimal import Decimal
 from typing import Any
@@ -10,6 +11,7 @@ from pytest_httpserver import HTTPServer
 from payments.models import ExchangeRate
 from payments.selectors import ExchangeRateNotFound, exchange_rate_get, money_convert
 from payments.services.rates import (
+    MAX_FEED_BYTES,
     ExchangeRateFeedError,
     ExchangeRateFeedUnavailable,
     exchange_rates_parse,
@@ -96,6 +98,73 @@ def test_a_rate_that_is_not_a_positive_number_rejects_the_whole_feed(feed: HTTPS
     with pytest.raises(ExchangeRateFeedError, match="Bad rate '-1' for JPY"):
         exchange_rates_update()
     assert not ExchangeRate.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        ("1e30", "out of range"),  # more digits than NUMERIC(20, 10) and Decimal's precision hold
+        ("1E+999999", "out of range"),
+        ("10000000000", "less than 10,000,000,000"),
+        ("0.00000000004", "more than 0"),  # rounds to 0 at 10 places
+    ],
+    ids=["1e30", "huge-exponent", "1e10", "rounds-to-zero"],
+)
+def test_a_rate_the_database_cannot_hold_rejects_the_whole_feed_with_the_reason(
+    feed: HTTPServer, ecb_daily_xml: bytes, raw: str, reason: str
+) -> None:
+    feed.expect_request(FEED_PATH).respond_with_data(
+        ecb_daily_xml.replace(b"rate='162.83'", f"rate='{raw}'".encode()), content_type="text/xml"
+    )
+
+    with pytest.raises(ExchangeRateFeedError, match=rf"Rate '{re.escape(raw)}' for JPY on 2026-11-20 .*{reason}"):
+        exchange_rates_update()
+    assert not ExchangeRate.objects.exists()
+
+
+def test_the_largest_and_smallest_storable_rates_are_accepted(feed: HTTPServer, ecb_daily_xml: bytes) -> None:
+    body = ecb_daily_xml.replace(b"rate='162.83'", b"rate='9999999999.9999999999'").replace(
+        b"rate='1.0542'", b"rate='0.00000000006'"
+    )
+    feed.expect_request(FEED_PATH).respond_with_data(body, content_type="text/xml")
+
+    exchange_rates_update()
+
+    assert ExchangeRate.objects.get(quote="JPY").rate == Decimal("9999999999.9999999999")
+    assert ExchangeRate.objects.get(quote="USD").rate == Decimal("0.0000000001")  # rounded from 6e-11
+
+
+def test_a_feed_larger_than_the_limit_is_refused_without_reading_it_all(feed: HTTPServer) -> None:
+    # Given a server streaming 200 MB of XML-looking bytes, chunk by chunk, with no length announced
+    from werkzeug import Response
+
+    chunk = b"<!-- padding -->" * 4096  # 64 kB
+    sent = []
+
+    def endless(_request: Any) -> Response:
+        def body() -> Any:
+            for _ in range(3200):
+                sent.append(1)
+                yield chunk
+
+        return Response(body(), content_type="text/xml")
+
+    feed.expect_request(FEED_PATH).respond_with_handler(endless)
+
+    # When the feed is fetched
+    with pytest.raises(ExchangeRateFeedError, match=rf"more than {MAX_FEED_BYTES} bytes.*stopped reading"):
+        exchange_rates_update()
+
+    # Then the client stopped soon after the limit (socket buffers aside), not after 200 MB
+    assert len(sent) < 3 * MAX_FEED_BYTES // len(chunk)
+    assert not ExchangeRate.objects.exists()
+
+
+def test_a_feed_exactly_at_the_limit_is_read(feed: HTTPServer, ecb_daily_xml: bytes) -> None:
+    padded = ecb_daily_xml + b" " * (MAX_FEED_BYTES - len(ecb_daily_xml))
+    feed.expect_request(FEED_PATH).respond_with_data(padded, content_type="text/xml")
+
+    assert exchange_rates_update()["created"] == 30
 
 
 def test_an_entity_expansion_attack_is_refused_by_the_parser(feed: HTTPServer) -> None:
@@ -187,3 +256,26 @@ def test_conversion_inverts_a_eur_rate_and_crosses_through_eur_for_other_pairs()
     assert exchange_rate_get(base="JPY", quote="JPY", on=on) == 1
     with pytest.raises(ExchangeRateNotFound):
         exchange_rate_get(base="USD", quote="JPY", on=on)
+
+
+def test_a_cross_rate_takes_both_legs_from_the_newest_day_that_has_both() -> None:
+    # Given USD published on the 18th and 20th, GBP on the 18th and 19th only
+    _rate("EUR", "USD", "1.25", date(2026, 11, 18))
+    _rate("EUR", "GBP", "0.80", date(2026, 11, 18))
+    _rate("EUR", "GBP", "0.90", date(2026, 11, 19))
+    _rate("EUR", "USD", "1.50", date(2026, 11, 20))
+
+    # Then on the 20th (and the 19th) the cross uses the 18th for both legs, never 0.90 / 1.50
+    assert exchange_rate_get(base="USD", quote="GBP", on=date(2026, 11, 20)) == Decimal("0.64")
+    assert exchange_rate_get(base="USD", quote="GBP", on=date(2026, 11, 19)) == Decimal("0.64")
+    # And once a day has both, that day is used
+    _rate("EUR", "GBP", "1.20", date(2026, 11, 20))
+    assert exchange_rate_get(base="USD", quote="GBP", on=date(2026, 11, 20)) == Decimal("0.8")
+
+
+def test_a_cross_rate_whose_legs_never_share_a_day_is_refused_with_the_reason() -> None:
+    _rate("EUR", "USD", "1.25", date(2026, 11, 18))
+    _rate("EUR", "GBP", "0.80", date(2026, 11, 19))
+
+    with pytest.raises(ExchangeRateNotFound, match="No USD->GBP rate on or before 2026-11-20: no day has both"):
+        exchange_rate_get(base="USD", quote="GBP", on=date(2026, 11, 20))

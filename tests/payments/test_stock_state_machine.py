@@ -13,16 +13,16 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test
 
 from core.models import User
-from payments.models import Order, OrderItem, Product
+from payments.models import Order, OrderItem, PaymentTransaction, Product
 from payments.services.orders import (
     InsufficientStock,
     OrderNotPayable,
+    PaymentNeedsRefund,
     order_cancel_expired,
-    order_pay,
     order_place,
     orders_cancel_expired,
 )
-from tests.payments.factories import make_product
+from tests.payments.factories import make_product, pay
 
 pytestmark = pytest.mark.django_db
 
@@ -60,9 +60,12 @@ class StockMachine(RuleBasedStateMachine):
     def pay(self, data: st.DataObject) -> None:
         pk = data.draw(st.sampled_from(self.orders))
         try:
-            order_pay(order_id=pk, provider="hyp", provider_reference=f"ref-{pk}")
-        except OrderNotPayable:
+            pay(Order.objects.get(pk=pk), f"ref-{pk}", provider="hyp")
+        except OrderNotPayable as refused:
             assert pk in self.model_cancelled
+            # The money was taken all the same: it is on record, to be refunded.
+            assert isinstance(refused, PaymentNeedsRefund)
+            assert PaymentTransaction.objects.get(provider_reference=f"ref-{pk}").needs_refund
             return
         assert pk not in self.model_cancelled
         self.model_paid.add(pk)
