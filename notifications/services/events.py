@@ -90,10 +90,11 @@ def order_event_notify(*, event: str, order_id: str) -> dict[str, Any]:
 def payment_failed_notify_many(*, order_ids: Sequence[str | UUID]) -> int:
     """`payment_failed` for up to a few thousand orders, in the caller's transaction.
 
-    The payment-timeout sweep calls this inside each chunk's atomic block, so the outbox
-    rows commit (or roll back) with the cancellations: no broker message carries them. One
-    `notifications.deliver_batch` message is published at commit; if it is lost, the rows
-    stay pending and `notification_outbox_recovery` sends them. Returns the rows written.
+    payments calls it from `orders_notify_payment_failed`, in the transaction that marks the
+    orders `payment_failed_notified_at`, so the flag and the outbox rows commit (or roll back)
+    together. One `notifications.deliver_batch` message is published at commit; if it is
+    lost, the rows stay pending and `notification_outbox_recovery` sends them. Returns the
+    rows written.
     """
     return payment_failed_record(order_ids=order_ids)["notifications_written"]
 

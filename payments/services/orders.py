@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -21,7 +21,7 @@ from django.db import connection, transaction
 from django.db.models import F, QuerySet, Sum
 from django.utils import timezone
 
-from notifications.services import payment_failed_notify, payment_failed_notify_many
+from notifications.services import payment_failed_notify_many
 from payments import selectors
 from payments.models import Order, OrderItem, PaymentTransaction, Product
 
@@ -31,6 +31,11 @@ logger = logging.getLogger(__name__)
 # tests/benchmarks/payment_timeouts.py, 500 and 2,000 were within 10 % of it, and
 # 1,000 keeps each transaction (and the rows it locks) well under a second.
 SWEEP_CHUNK_SIZE = 1000
+# Ids per payments.notify_payment_failed message (the sweep's chunk, and the safety net's).
+NOTICE_CHUNK_SIZE = 1000
+# A cancelled order still unnotified this long after its cancellation lost its message
+# (broker down at commit, worker crash before commit): the next sweep run re-sends it.
+NOTICE_GRACE = timedelta(minutes=10)
 MIN_TIMEOUT_DAYS = 1
 MAX_TIMEOUT_DAYS = 365
 
@@ -260,17 +265,38 @@ class _ChunkResult:
     transactions_cancelled: int = 0
 
 
+def _payment_failed_notice_send(order_ids: Sequence[uuid.UUID | str]) -> None:
+    """One `payments.notify_payment_failed` message for `order_ids` once the current transaction commits.
+
+    Robust: a broker refusing it is logged and the caller goes on. Nothing is lost, the
+    orders stay cancelled with `payment_failed_notified_at` NULL and the next sweep run
+    re-sends them (`_payment_failed_notices_resend`).
+    """
+    from payments.tasks.orders import notify_payment_failed
+
+    ids = [str(pk) for pk in order_ids]
+    if not ids:
+        return
+
+    # A named function, not a partial: Django logs a failed robust callback by __qualname__.
+    def send_payment_failed_notice() -> None:
+        notify_payment_failed.delay(ids)
+
+    transaction.on_commit(send_payment_failed_notice, robust=True)
+
+
 def _orders_cancel_chunk(
-    *, candidates: QuerySet[Order], cutoff: datetime, now: datetime, skip_locked: bool, single: bool = False
+    *, candidates: QuerySet[Order], cutoff: datetime, now: datetime, skip_locked: bool
 ) -> _ChunkResult:
     """Cancel the still-unpaid, expired orders among `candidates` in one short transaction.
 
     A constant number of statements whatever the chunk's size: claim (lock and update in
     one), lock the products, one aggregate-and-update of stock, one update of open
-    transactions, one read of the claimed ids, and the payment_failed outbox rows. Stock
-    is restored only for the orders this transaction moved out of pending_payment (its
-    claim token), so it is restored exactly once. The outbox rows commit or roll back with
-    the cancellations, so no broker message has to survive for the customers to be told.
+    transactions, one read of the claimed ids. Stock is restored only for the orders this
+    transaction moved out of pending_payment (its claim token), so it is restored exactly
+    once. The customers are told after the commit, by one `payments.notify_payment_failed`
+    message for the chunk: the order row (cancelled, `payment_failed_notified_at` NULL) is
+    the durable intent, so writing 2,000 outbox rows does not lengthen the locks held here.
     """
     result = _ChunkResult()
     token = uuid.uuid4()
@@ -303,10 +329,7 @@ def _orders_cancel_chunk(
             order__claim_token=token, status__in=PaymentTransaction.NON_TERMINAL
         ).update(status=PaymentTransaction.Status.CANCELLED, updated_at=now)
         result.cancelled_ids = list(Order.objects.filter(claim_token=token).values_list("pk", flat=True))
-        if single:
-            payment_failed_notify(order_id=result.cancelled_ids[0])
-        else:
-            payment_failed_notify_many(order_ids=result.cancelled_ids)
+        _payment_failed_notice_send(result.cancelled_ids)
     return result
 
 
@@ -346,7 +369,9 @@ def orders_cancel_expired(*, older_than_days: int | None = None, chunk_size: int
     """Cancel every order still pending payment `older_than_days` after it was placed.
 
     Safe to run on several workers at once: each chunk locks its orders with SKIP
-    LOCKED, so an order another worker (or a payment) holds is left to it.
+    LOCKED, so an order another worker (or a payment) holds is left to it. First, it
+    re-sends the payment_failed notices that earlier runs could not (see
+    `_payment_failed_notices_resend`).
     """
     days = _timeout_days(older_than_days)
     now = timezone.now()
@@ -354,6 +379,7 @@ def orders_cancel_expired(*, older_than_days: int | None = None, chunk_size: int
     summary: dict[str, Any] = {
         "older_than_days": days,
         "cutoff": cutoff.isoformat(),
+        "notices_resent": _payment_failed_notices_resend(now=now),
         "orders_cancelled": 0,
         "units_restored": 0,
         "transactions_cancelled": 0,
@@ -399,7 +425,7 @@ def order_cancel_expired(*, order_id: str, older_than_days: int | None = None) -
         return {**summary, "outcome": "not_expired", "detail": f"Payment is due until {deadline.isoformat()}."}
     # Wait for the row rather than skip it: a payment in flight decides, then we re-check.
     chunk = _orders_cancel_chunk(
-        candidates=Order.objects.filter(pk=order.pk), cutoff=cutoff, now=now, skip_locked=False, single=True
+        candidates=Order.objects.filter(pk=order.pk), cutoff=cutoff, now=now, skip_locked=False
     )
     if not chunk.cancelled_ids:
         order.refresh_from_db(fields=["status"])
@@ -410,3 +436,71 @@ def order_cancel_expired(*, order_id: str, older_than_days: int | None = None) -
         "units_restored": chunk.units_restored,
         "transactions_cancelled": chunk.transactions_cancelled,
     }
+
+
+# Telling the customers ---------------------------------------------------------------
+
+
+def _payment_failed_notices_resend(*, now: datetime) -> int:
+    """Re-send `payments.notify_payment_failed` for orders cancelled over NOTICE_GRACE ago and still unnotified.
+
+    The safety net for a message lost between the cancellation's commit and the notify
+    task's commit. Walks the partial index `order_cancelled_unnotified` (empty in steady
+    state), one message per NOTICE_CHUNK_SIZE ids. An order whose message is only late is
+    sent twice, which the task absorbs. Returns the number of orders re-sent.
+    """
+    resent = 0
+    after = None
+    while True:
+        page = selectors.orders_unnotified_page(
+            cancelled_before=now - NOTICE_GRACE, after=after, limit=NOTICE_CHUNK_SIZE
+        )
+        if not page:
+            return resent
+        after = page[-1]
+        _payment_failed_notice_send([pk for _, pk in page])
+        resent += len(page)
+
+
+def orders_notify_payment_failed(*, order_ids: Sequence[uuid.UUID | str]) -> dict[str, int]:
+    """Write the payment_failed notifications of these cancelled orders, each exactly once.
+
+    One transaction: lock the orders (SKIP LOCKED: one another worker is notifying is
+    its), mark the cancelled and unnotified ones notified with a conditional update, and
+    write their outbox rows with `payment_failed_notify_many` (which publishes one
+    `notifications.deliver_batch` at commit). A rollback leaves neither the mark nor the
+    rows, so the safety net re-sends them. Summary: `orders` (distinct valid ids),
+    `notified`, `already_notified`, and `skipped` (unknown, not cancelled, or locked by
+    another worker right now).
+    """
+    given = list(dict.fromkeys(str(pk) for pk in order_ids))
+    wanted = [pk for pk in map(_uuid_or_none, given) if pk is not None]
+    summary = {"orders": len(given), "notified": 0, "already_notified": 0, "skipped": 0}
+    now = timezone.now()
+    with transaction.atomic():
+        locked = list(
+            Order.objects.filter(pk__in=wanted)
+            .select_for_update(skip_locked=True)
+            .values_list("pk", "status", "payment_failed_notified_at")
+        )
+        due = [pk for pk, status, notified_at in locked if status == Order.Status.CANCELLED and notified_at is None]
+        summary["already_notified"] = sum(1 for _, _, notified_at in locked if notified_at is not None)
+        if due:
+            # Conditional as well as locked: the NULL is the rule, whatever path wrote the row.
+            marked = Order.objects.filter(
+                pk__in=due, status=Order.Status.CANCELLED, payment_failed_notified_at__isnull=True
+            ).update(payment_failed_notified_at=now)
+            if marked != len(due):
+                raise RuntimeError(f"{len(due) - marked} locked orders changed under their lock; nothing written.")
+            payment_failed_notify_many(order_ids=due)
+        summary["notified"] = len(due)
+    summary["skipped"] = summary["orders"] - summary["notified"] - summary["already_notified"]
+    return summary
+
+
+def _uuid_or_none(value: str) -> uuid.UUID | None:
+    # A malformed id would make the whole IN query fail; it is simply an order that does not exist.
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        return None

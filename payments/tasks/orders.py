@@ -18,3 +18,11 @@ def cancel_expired_order(order_id: str, older_than_days: int | None = None) -> d
     from payments.services.orders import order_cancel_expired
 
     return order_cancel_expired(order_id=order_id, older_than_days=older_than_days)
+
+
+@shared_task(name="payments.notify_payment_failed")
+def notify_payment_failed(order_ids: list[str]) -> dict[str, int]:
+    """Write the payment_failed notifications of cancelled orders; a repeat or a second worker writes nothing more."""
+    from payments.services.orders import orders_notify_payment_failed
+
+    return orders_notify_payment_failed(order_ids=order_ids)

@@ -15,7 +15,7 @@ from core.scheduler import SchedulerService
 from payments.models import ExchangeRate, Order, Product
 from payments.tasks import cancel_expired_order
 from tests.e2e.conftest import wait_for
-from tests.payments.factories import BrokerQueue, make_product, payment_failed_rows, seed_orders
+from tests.payments.factories import BrokerQueue, make_product, payment_failed_rows, seed_orders, unnotified_ids
 
 pytestmark = pytest.mark.e2e
 
@@ -37,13 +37,13 @@ def shopper(transactional_db: Any) -> User:
     return User.objects.create_user(username="shopper", password="pw-shopper-1", email="shopper@example.com")
 
 
-def test_payment_timeouts_triggered_from_the_shell_runs_on_the_payments_worker(
+def test_payment_timeouts_triggered_from_the_shell_runs_on_the_payments_worker_and_the_customers_are_told(
     start_worker: Any, shopper: User
 ) -> None:
     products = [make_product(stock=1000) for _ in range(4)]
     expired = seed_orders(shopper, products, count=30, age_days=5)
     fresh = seed_orders(shopper, products, count=5, age_days=1)
-    start_worker(queues="payments")
+    start_worker(queues="payments,notifications")
 
     run = finished(SchedulerService.trigger_manual_update("payment_timeouts"))
 
@@ -60,14 +60,15 @@ def test_payment_timeouts_triggered_from_the_shell_runs_on_the_payments_worker(
     }
     status = SchedulerService.get_task_status("payment_timeouts")
     assert isinstance(status, dict) and status["last_status"] == "succeeded"
-    # The worker's chunk wrote each customer's rows in its own transaction (no phone: SMS skipped)
-    # and announced the 30 emails with one message for the chunk, not one per order.
-    assert payment_failed_rows() == {
-        **{(str(o.pk), "email"): "pending" for o in expired},
+    # The chunk sent one payments.notify_payment_failed; the worker wrote each customer's rows
+    # (no phone: SMS skipped), marked the orders, and the notifications queue delivered the emails.
+    expected = {
+        **{(str(o.pk), "email"): "sent" for o in expired},
         **{(str(o.pk), "sms"): "cancelled" for o in expired},
     }
-    sent = BrokerQueue("notifications").tasks("notifications.deliver_batch")
-    assert len(sent) == 1 and len(sent[0]["args"][0]) == 30
+    wait_for(lambda: payment_failed_rows() == expected, timeout=60, message="the 30 payment_failed emails sent")
+    assert unnotified_ids() == set()
+    assert run.summary["notices_resent"] == 0
 
 
 def test_exchange_rates_triggered_from_the_shell_fetches_the_feed_from_the_worker(
@@ -98,11 +99,14 @@ def test_cancel_expired_order_sent_twice_per_order_to_two_workers_cancels_each_o
     outcomes = Counter(r.get(timeout=60)["outcome"] for r in results)
     assert outcomes == {"cancelled": 60, "not_pending": 60}
     assert set(Product.objects.values_list("stock", flat=True)) == {1000}
-    # One row per order and channel (payment_failed_rows refuses duplicates), each email announced once.
-    assert payment_failed_rows() == {
+    # Each cancellation sent its notify message to the same workers: one row per order and channel
+    # (payment_failed_rows refuses duplicates), each order marked, each email announced once.
+    expected = {
         **{(str(o.pk), "email"): "pending" for o in orders},
         **{(str(o.pk), "sms"): "cancelled" for o in orders},
     }
+    wait_for(lambda: payment_failed_rows() == expected, timeout=60, message="the 60 orders' payment_failed rows")
+    assert unnotified_ids() == set()
     announced = Counter(
         i for m in BrokerQueue("notifications").tasks("notifications.deliver_batch") for i in m["args"][0]
     )

@@ -26,5 +26,14 @@ def notifications_queue() -> Iterator[BrokerQueue]:
 
 
 @pytest.fixture
+def payments_queue() -> Iterator[BrokerQueue]:
+    assert int(settings.CELERY_BROKER_URL.rsplit("/", 1)[-1]) >= 2, "refusing to flush a non-test broker"
+    queue = BrokerQueue("payments")
+    queue.client.delete(queue.name)
+    yield queue
+    queue.client.delete(queue.name)
+
+
+@pytest.fixture
 def product_factory() -> Callable[..., Product]:
     return make_product

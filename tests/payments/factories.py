@@ -70,6 +70,20 @@ def pending_payment_failed_ids() -> list[int]:
     )
 
 
+def notice_ids(queue: BrokerQueue) -> list[list[str]]:
+    """The order ids of each payments.notify_payment_failed message sent, in sending order."""
+    return [m["args"][0] for m in queue.tasks("payments.notify_payment_failed")]
+
+
+def unnotified_ids() -> set[str]:
+    return {
+        str(pk)
+        for pk in Order.objects.filter(
+            status=Order.Status.CANCELLED, payment_failed_notified_at__isnull=True
+        ).values_list("pk", flat=True)
+    }
+
+
 def stock_of(*products: Product) -> list[int]:
     return list(Product.objects.filter(pk__in=[p.pk for p in products]).order_by("pk").values_list("stock", flat=True))
 

@@ -28,14 +28,17 @@ from payments.services.orders import (
     orders_cancel_expired,
     payment_initiate,
 )
+from payments.tasks import notify_payment_failed
 from tests.payments.factories import (
     BrokerQueue,
     make_product,
+    notice_ids,
     pay,
     payment_failed_rows,
     pending_payment_failed_ids,
     place,
     stock_of,
+    unnotified_ids,
 )
 
 pytestmark = pytest.mark.django_db
@@ -206,7 +209,7 @@ def test_a_payment_of_the_wrong_amount_or_currency_is_refused_and_changes_nothin
 
 
 def test_the_sweep_cancels_only_unpaid_orders_older_than_the_timeout(
-    customer: User, notifications_queue: BrokerQueue, django_capture_on_commit_callbacks: Any
+    customer: User, payments_queue: BrokerQueue, django_capture_on_commit_callbacks: Any
 ) -> None:
     tea, honey = make_product(stock=100), make_product(stock=100)
     expired = place(customer, {tea: 3, honey: 1}, age_days=3.1)
@@ -234,46 +237,57 @@ def test_the_sweep_cancels_only_unpaid_orders_older_than_the_timeout(
     failed_tx.refresh_from_db()
     assert open_tx.status == PaymentTransaction.Status.CANCELLED
     assert failed_tx.status == PaymentTransaction.Status.FAILED  # terminal: left alone
-    # The customer's payment_failed rows are in the outbox (no phone number: the SMS is skipped),
-    # and one message announces the email to the notifications workers.
-    assert payment_failed_rows() == {(str(expired.pk), "email"): "pending", (str(expired.pk), "sms"): "cancelled"}
-    [batch] = notifications_queue.tasks("notifications.deliver_batch")
-    assert batch["args"] == [pending_payment_failed_ids()]
-    assert notifications_queue.tasks("notifications.send_payment_failed_many") == []
+    # The chunk writes no notification: it sends one notify message after its commit, and the
+    # cancelled, unnotified order is the durable intent until that message is processed.
+    assert notice_ids(payments_queue) == [[str(expired.pk)]]
+    assert payment_failed_rows() == {}
+    assert unnotified_ids() == {str(expired.pk)}
+    assert summary["notices_resent"] == 0
 
 
-def test_a_chunk_that_rolls_back_leaves_no_payment_failed_row(
-    customer: User, monkeypatch: pytest.MonkeyPatch, notifications_queue: BrokerQueue
+def test_a_chunk_that_rolls_back_sends_no_notice(
+    customer: User,
+    monkeypatch: pytest.MonkeyPatch,
+    payments_queue: BrokerQueue,
+    django_capture_on_commit_callbacks: Any,
 ) -> None:
-    # Given an expired order, and a chunk that fails after writing its notifications
+    # Given an expired order, and a chunk that fails after its notice was arranged
     tea = make_product(stock=10)
     order = place(customer, {tea: 2}, age_days=4)
-    real_notify = order_services.payment_failed_notify_many
+    real_send = order_services._payment_failed_notice_send
 
-    def notify_then_fail(**kwargs: Any) -> int:
-        assert real_notify(**kwargs) == 2
+    def send_then_fail(order_ids: Any) -> None:
+        real_send(order_ids)
         raise RuntimeError("the chunk failed before its commit")
 
-    monkeypatch.setattr(order_services, "payment_failed_notify_many", notify_then_fail)
+    monkeypatch.setattr(order_services, "_payment_failed_notice_send", send_then_fail)
 
     # When the sweep runs
-    with pytest.raises(RuntimeError, match="before its commit"):
+    with (
+        pytest.raises(RuntimeError, match="before its commit"),
+        django_capture_on_commit_callbacks(execute=True) as callbacks,
+    ):
         orders_cancel_expired()
 
-    # Then the rows went with the rest of the chunk: still pending, stock held, nobody told
+    # Then the notice went with the rest of the chunk: still pending, stock held, nobody told
+    assert callbacks == []
     assert Order.objects.get(pk=order.pk).status == Order.Status.PENDING_PAYMENT
     assert stock_of(tea) == [8]
-    assert payment_failed_rows() == {}
-    assert notifications_queue.messages() == []
+    assert payments_queue.messages() == []
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_broker_down_at_commit_neither_loses_the_notifications_nor_stops_the_sweep(
-    customer: User, monkeypatch: pytest.MonkeyPatch
+def test_a_broker_down_at_commit_loses_no_notice_the_next_run_resends_it_and_the_task_writes_it_once(
+    customer: User,
+    monkeypatch: pytest.MonkeyPatch,
+    payments_queue: BrokerQueue,
+    notifications_queue: BrokerQueue,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     # Given four expired orders swept two per chunk, and a broker that refuses every message
     tea = make_product(stock=100)
     orders = [place(customer, {tea: 1}, age_days=4) for _ in range(4)]
+    ids = {str(o.pk) for o in orders}
 
     def broker_down(self: Task, *args: Any, **kwargs: Any) -> Any:
         raise OperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
@@ -281,15 +295,42 @@ def test_a_broker_down_at_commit_neither_loses_the_notifications_nor_stops_the_s
     monkeypatch.setattr(Task, "apply_async", broker_down)
 
     # When the sweep runs (every chunk commits for real)
+    swept_at = timezone.now()
     summary = orders_cancel_expired(chunk_size=2)
 
-    # Then every chunk ran, and every customer's rows are committed, pending for the recovery job
+    # Then every chunk ran and logged its lost notice; the orders are cancelled and unnotified
     assert (summary["chunks"], summary["orders_cancelled"], summary["units_restored"]) == (2, 4, 4)
     assert stock_of(tea) == [100]
+    lost = [r for r in caplog.records if "send_payment_failed_notice" in r.getMessage()]
+    assert [r.levelname for r in lost] == ["ERROR", "ERROR"]
+    assert unnotified_ids() == ids and payment_failed_rows() == {}
+
+    # When the broker is back and the sweep runs again, first within the grace, then after it
+    monkeypatch.undo()
+    with time_machine.travel(swept_at + timedelta(minutes=9)):
+        early = orders_cancel_expired()
+    with time_machine.travel(swept_at + timedelta(minutes=11)):
+        late = orders_cancel_expired()
+
+    # Then only the later run re-sends, one message for the four
+    assert (early["notices_resent"], late["notices_resent"]) == (0, 4)
+    [resent] = notice_ids(payments_queue)
+    assert set(resent) == ids
+
+    # When that message is processed, twice (a redelivery)
+    first = notify_payment_failed.apply(args=[resent]).result
+    again = notify_payment_failed.apply(args=[resent]).result
+
+    # Then each customer's rows are written once (no phone: the SMS is skipped) and nothing is left to resend
+    assert first == {"orders": 4, "notified": 4, "already_notified": 0, "skipped": 0}
+    assert again == {"orders": 4, "notified": 0, "already_notified": 4, "skipped": 0}
     assert payment_failed_rows() == {
-        **{(str(o.pk), "email"): "pending" for o in orders},
-        **{(str(o.pk), "sms"): "cancelled" for o in orders},
+        **{(pk, "email"): "pending" for pk in ids},
+        **{(pk, "sms"): "cancelled" for pk in ids},
     }
+    assert unnotified_ids() == set()
+    [batch] = notifications_queue.tasks("notifications.deliver_batch")
+    assert sorted(batch["args"][0]) == pending_payment_failed_ids()
 
 
 def test_running_the_sweep_again_changes_nothing(customer: User) -> None:
@@ -332,7 +373,7 @@ def test_the_sweep_refuses_an_out_of_range_timeout(days: int) -> None:
 
 
 def test_the_sweep_runs_a_constant_number_of_queries_per_chunk_and_publishes_one_message_per_chunk(
-    customer: User, notifications_queue: BrokerQueue, django_capture_on_commit_callbacks: Any
+    customer: User, payments_queue: BrokerQueue, django_capture_on_commit_callbacks: Any
 ) -> None:
     products = [make_product(stock=1000) for _ in range(6)]
     for i in range(40):
@@ -342,14 +383,16 @@ def test_the_sweep_runs_a_constant_number_of_queries_per_chunk_and_publishes_one
         many = orders_cancel_expired(chunk_size=10)
 
     assert many["chunks"] == 4 and many["orders_cancelled"] == 40 and many["units_restored"] == 240
-    # Per chunk: page read, savepoint, claim, lock products, restore stock, count units, cancel
-    # transactions, read claimed ids, then payment_failed (orders + customers, items + products,
-    # dedupe check, templates, INSERT, pending ids), release savepoint = 15; plus the last, empty page read.
-    assert len(small_chunks) == 1 + 15 * 4, [q["sql"][:80] for q in small_chunks.captured_queries]
-    assert len(payment_failed_rows()) == 40 * 2
-    sent = notifications_queue.tasks("notifications.deliver_batch")
-    assert [len(m["args"][0]) for m in sent] == [10, 10, 10, 10]
-    assert sorted(i for m in sent for i in m["args"][0]) == pending_payment_failed_ids()
+    # The safety net's read of unnotified orders, then per chunk: page read, savepoint, claim, lock
+    # products, restore stock, count units, cancel transactions, read claimed ids, release
+    # savepoint = 9; plus the last, empty page read. No notification is written in a chunk.
+    assert len(small_chunks) == 1 + 9 * 4 + 1, [q["sql"][:80] for q in small_chunks.captured_queries]
+    assert payment_failed_rows() == {}
+    sent = notice_ids(payments_queue)
+    assert [len(ids) for ids in sent] == [10, 10, 10, 10]
+    assert sorted(i for ids in sent for i in ids) == sorted(
+        str(pk) for pk in Order.objects.values_list("pk", flat=True)
+    )
     assert stock_of(*products) == [1000] * 6
 
 
@@ -372,8 +415,8 @@ def test_the_query_count_does_not_grow_with_the_chunk(customer: User) -> None:
 # One order --------------------------------------------------------------------------
 
 
-def test_cancelling_one_expired_order_restores_its_stock_and_writes_its_payment_failed_rows(
-    customer: User, notifications_queue: BrokerQueue, django_capture_on_commit_callbacks: Any
+def test_cancelling_one_expired_order_restores_its_stock_and_sends_its_notice(
+    customer: User, payments_queue: BrokerQueue, django_capture_on_commit_callbacks: Any
 ) -> None:
     tea = make_product(stock=10)
     order = place(customer, {tea: 4}, age_days=4)
@@ -385,10 +428,8 @@ def test_cancelling_one_expired_order_restores_its_stock_and_writes_its_payment_
     assert summary["outcome"] == "cancelled" and summary["orders_cancelled"] == 1 and summary["units_restored"] == 4
     assert stock_of(tea) == [10 - 1]
     assert Order.objects.get(pk=other.pk).status == Order.Status.PENDING_PAYMENT
-    assert payment_failed_rows() == {(str(order.pk), "email"): "pending", (str(order.pk), "sms"): "cancelled"}
-    [batch] = notifications_queue.tasks("notifications.deliver_batch")
-    assert batch["args"] == [pending_payment_failed_ids()]
-    assert notifications_queue.tasks("notifications.send_payment_failed") == []
+    assert notice_ids(payments_queue) == [[str(order.pk)]]
+    assert unnotified_ids() == {str(order.pk)} and payment_failed_rows() == {}
 
 
 @pytest.mark.parametrize("order_id", [str(uuid.uuid4()), "not-a-uuid"])
@@ -428,3 +469,119 @@ def test_products_never_go_negative_even_when_written_directly() -> None:
     tea = make_product(stock=1)
     with pytest.raises(IntegrityError), transaction.atomic():
         Product.objects.filter(pk=tea.pk).update(stock=-1)
+
+
+# Telling the customers --------------------------------------------------------------
+
+
+def test_the_notify_task_writes_the_rows_and_marks_the_orders_then_a_repeat_writes_nothing(
+    customer: User, notifications_queue: BrokerQueue, django_capture_on_commit_callbacks: Any
+) -> None:
+    # Given two cancelled orders, a pending one, and ids that name no order
+    tea = make_product(stock=10)
+    cancelled = [place(customer, {tea: 1}, age_days=4) for _ in range(2)]
+    orders_cancel_expired()
+    pending = place(customer, {tea: 1})
+    ids = [str(o.pk) for o in cancelled]
+
+    # When the task runs over them, then again
+    with django_capture_on_commit_callbacks(execute=True):
+        first = notify_payment_failed.apply(args=[[*ids, ids[0], str(pending.pk), str(uuid.uuid4()), "nope"]]).result
+    with django_capture_on_commit_callbacks(execute=True):
+        again = notify_payment_failed.apply(args=[ids]).result
+
+    # Then the cancelled orders' rows are written and announced once, and only they are marked
+    assert first == {"orders": 5, "notified": 2, "already_notified": 0, "skipped": 3}
+    assert again == {"orders": 2, "notified": 0, "already_notified": 2, "skipped": 0}
+    assert payment_failed_rows() == {
+        **{(pk, "email"): "pending" for pk in ids},
+        **{(pk, "sms"): "cancelled" for pk in ids},
+    }
+    assert unnotified_ids() == set()
+    assert Order.objects.get(pk=pending.pk).payment_failed_notified_at is None
+    [batch] = notifications_queue.tasks("notifications.deliver_batch")
+    assert sorted(batch["args"][0]) == pending_payment_failed_ids()
+
+
+def test_a_notify_that_rolls_back_leaves_neither_the_mark_nor_the_rows(
+    customer: User, monkeypatch: pytest.MonkeyPatch, notifications_queue: BrokerQueue
+) -> None:
+    # Given a cancelled order, and a notify that fails after writing the rows
+    order = place(customer, {make_product(): 1}, age_days=4)
+    orders_cancel_expired()
+    real_notify = order_services.payment_failed_notify_many
+
+    def notify_then_fail(**kwargs: Any) -> int:
+        assert real_notify(**kwargs) == 2
+        raise RuntimeError("failed before its commit")
+
+    monkeypatch.setattr(order_services, "payment_failed_notify_many", notify_then_fail)
+
+    # When the service runs
+    with pytest.raises(RuntimeError, match="before its commit"):
+        order_services.orders_notify_payment_failed(order_ids=[str(order.pk)])
+
+    # Then the order is still due a notice, so the safety net will send it again
+    assert unnotified_ids() == {str(order.pk)}
+    assert payment_failed_rows() == {}
+    assert notifications_queue.messages() == []
+
+
+def test_the_notify_service_runs_a_constant_number_of_queries(customer: User) -> None:
+    tea = make_product(stock=100)
+    few = [place(customer, {tea: 1}, age_days=4) for _ in range(2)]
+    orders_cancel_expired()
+    many = [place(customer, {tea: 1}, age_days=4) for _ in range(12)]
+    orders_cancel_expired()
+
+    with CaptureQueriesContext(connection) as two:
+        order_services.orders_notify_payment_failed(order_ids=[o.pk for o in few])
+    with CaptureQueriesContext(connection) as twelve:
+        order_services.orders_notify_payment_failed(order_ids=[o.pk for o in many])
+
+    assert len(two) == len(twelve)
+
+
+def test_the_safety_net_resends_old_unnotified_orders_in_chunks_and_skips_notified_ones(
+    customer: User,
+    monkeypatch: pytest.MonkeyPatch,
+    payments_queue: BrokerQueue,
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    # Given five orders cancelled with their notice lost, and one already notified
+    monkeypatch.setattr(order_services, "NOTICE_CHUNK_SIZE", 2)
+    tea = make_product(stock=100)
+    lost = [place(customer, {tea: 1}, age_days=4) for _ in range(5)]
+    orders_cancel_expired()
+    told = place(customer, {tea: 1}, age_days=4)
+    orders_cancel_expired()
+    order_services.orders_notify_payment_failed(order_ids=[told.pk])
+    payments_queue.client.delete(payments_queue.name)
+
+    # When the sweep runs 11 minutes later
+    with time_machine.travel(timezone.now() + timedelta(minutes=11)), django_capture_on_commit_callbacks(execute=True):
+        summary = orders_cancel_expired()
+
+    # Then the five are re-sent, two ids per message, oldest first, and the notified one is not
+    assert summary["notices_resent"] == 5
+    sent = notice_ids(payments_queue)
+    assert [len(ids) for ids in sent] == [2, 2, 1]
+    assert sorted(i for ids in sent for i in ids) == sorted(str(o.pk) for o in lost)
+
+
+def test_the_migration_marks_orders_cancelled_before_it_as_notified(customer: User) -> None:
+    import importlib
+
+    from django.apps import apps
+
+    migration = importlib.import_module("payments.migrations.0003_order_payment_failed_notified_at")
+    tea = make_product(stock=10)
+    old = place(customer, {tea: 1}, age_days=4)
+    orders_cancel_expired()
+    live = place(customer, {tea: 1})
+
+    migration.mark_history_notified(apps, None)
+
+    old.refresh_from_db()
+    assert old.payment_failed_notified_at == old.cancelled_at
+    assert Order.objects.get(pk=live.pk).payment_failed_notified_at is None
