@@ -168,11 +168,13 @@ class JobCatalog:
     """The jobs declared in each installed app's jobs.py, loaded once per process."""
 
     _jobs: dict[str, Job] | None = None
+    _by_task: dict[str, Job] = {}
 
     @classmethod
     def _load(cls) -> dict[str, Job]:
         if cls._jobs is None:
             jobs: dict[str, Job] = {}
+            by_task: dict[str, Job] = {}
             for config in apps.get_app_configs():
                 if not module_has_submodule(config.module, "jobs"):
                     continue
@@ -183,10 +185,13 @@ class JobCatalog:
                 for job in getattr(module, "JOBS", []):
                     if job.key in jobs:
                         raise RuntimeError(f"job key {job.key!r} is declared twice")
-                    if any(other.task == job.task for other in jobs.values()):
+                    if job.task in by_task:
                         raise RuntimeError(f"task {job.task!r} backs two jobs; runs would be recorded ambiguously")
                     object.__setattr__(job, "app_label", config.label)
                     jobs[job.key] = job
+                    by_task[job.task] = job
+            # Set the task index first: another thread sees _jobs only once both are complete.
+            cls._by_task = by_task
             cls._jobs = jobs
         return cls._jobs
 
@@ -203,10 +208,9 @@ class JobCatalog:
 
     @classmethod
     def for_task(cls, task_name: str) -> Job | None:
-        for job in cls._load().values():
-            if job.task == task_name:
-                return job
-        return None
+        """The job a task backs; called for every task run and publish, so a dict lookup."""
+        cls._load()
+        return cls._by_task.get(task_name)
 
 
 # Schedules in words --------------------------------------------------------------

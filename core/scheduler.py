@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from django.db import transaction
-from django.db.models import Count, Max
+from django.db.models import Count, OuterRef, Subquery
 from django.utils import timezone
 from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask, PeriodicTasks
 
@@ -24,6 +24,7 @@ from core.catalog import Crontab, Every, Job, JobCatalog
 from core.models import JobRun
 from core.services import jobruns
 from core.task_base import SOURCE_HEADER
+from core.transactions import on_commit_robust
 
 
 class BrokerUnavailable(RuntimeError):
@@ -170,7 +171,7 @@ class SchedulerService:
         if transaction.get_connection().in_atomic_block:
             # Inside the caller's transaction: send after it commits, and never let a
             # broker failure stop the caller's other on-commit hooks (the run records it).
-            transaction.on_commit(send, robust=True)
+            on_commit_robust(send, name=f"enqueue_job_{key}")
         else:
             send()
         return run
@@ -183,15 +184,11 @@ class SchedulerService:
         periodic = {t.name: t for t in PeriodicTask.objects.filter(name__in=keys).select_related("interval", "crontab")}
         stats: dict[str, dict[str, Any]] = {
             row["job_key"]: dict(row)
-            for row in JobRun.objects.filter(job_key__in=keys)
-            .values("job_key")
-            .annotate(runs=Count("id"), last_queued=Max("queued_at"))
+            for row in JobRun.objects.filter(job_key__in=keys).values("job_key").annotate(runs=Count("id"))
         }
-        last_runs: dict[str, JobRun] = {}
-        for job_key in keys:
-            run = JobRun.objects.filter(job_key=job_key).order_by("-queued_at").first()
-            if run is not None:
-                last_runs[job_key] = run
+        # Each job's newest run in one query (a correlated subquery, portable to SQLite).
+        newest = JobRun.objects.filter(job_key=OuterRef("job_key")).order_by("-queued_at").values("pk")[:1]
+        last_runs = {run.job_key: run for run in JobRun.objects.filter(job_key__in=keys, pk=Subquery(newest))}
         out = []
         for job in jobs:
             entry = periodic.get(job.key)

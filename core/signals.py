@@ -4,7 +4,7 @@ from typing import Any
 
 from celery.signals import before_task_publish, task_revoked
 
-from core.task_base import SOURCE_HEADER
+from core.task_base import SOURCE_HEADER, job_source
 
 
 @before_task_publish.connect
@@ -26,7 +26,7 @@ def record_catalog_job_publish(sender: str | None = None, headers: dict[str, Any
         from core.services.health import beat_fired_record
 
         beat_fired_record()
-    source = headers.get(SOURCE_HEADER) or ("beat" if from_beat else "shell")
+    source = job_source(explicit=headers.get(SOURCE_HEADER), periodic_task_name=headers.get("periodic_task_name"))
     JobRun.objects.get_or_create(
         task_id=headers["id"],
         defaults={"job_key": job.key, "task_name": job.task, "source": source, "params": {}},

@@ -15,6 +15,13 @@ from celery.exceptions import Ignore, Retry
 SOURCE_HEADER = "job_source"
 
 
+def job_source(*, explicit: object, periodic_task_name: object) -> str:
+    """Who started a run: the trigger's header, else beat's own header, else a bare .delay()."""
+    if explicit:
+        return str(explicit)
+    return "beat" if periodic_task_name else "shell"
+
+
 class JobAwareTask(Task):
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         from core.catalog import JobCatalog
@@ -26,12 +33,10 @@ class JobAwareTask(Task):
         return self._run_recorded(job, task_id, args, kwargs)
 
     def _source(self) -> str:
-        source = getattr(self.request, SOURCE_HEADER, None)
-        if source:
-            return str(source)
-        if getattr(self.request, "periodic_task_name", None):
-            return "beat"
-        return "shell"  # a bare .delay() from a Django shell or another task
+        return job_source(
+            explicit=getattr(self.request, SOURCE_HEADER, None),
+            periodic_task_name=getattr(self.request, "periodic_task_name", None),
+        )
 
     def _run_recorded(self, job: Any, task_id: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         from core.leases import JobLease

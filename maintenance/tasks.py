@@ -5,9 +5,9 @@ from celery import shared_task
 
 @shared_task(name="maintenance.cleanup_expired_tokens")
 def cleanup_expired_tokens() -> dict[str, int]:
-    from maintenance.services import tokens_delete_expired
+    from core.tokens import tokens_cleanup_expired
 
-    return tokens_delete_expired()
+    return tokens_cleanup_expired()
 
 
 @shared_task(name="maintenance.cleanup_old_audit_logs")

@@ -11,6 +11,7 @@ from celery.utils.time import get_exponential_backoff_interval
 from django.conf import settings
 
 from notifications.services.delivery import MAX_RETRY_DELAY_SECONDS
+from notifications.services.events import _summary
 
 logger = logging.getLogger(__name__)
 
@@ -28,12 +29,6 @@ RETRY_BACKOFF_MAX_SECONDS = MAX_RETRY_DELAY_SECONDS
 def _dedupe(task: Task, prefix: str) -> str:
     # A redelivered message keeps its task id, so it maps to the same outbox rows.
     return f"{prefix}:{task.request.id or uuid.uuid4()}"
-
-
-def _summary(rows: list[Any]) -> dict[str, Any]:
-    return {
-        "notifications": [{"id": n.pk, "channel": n.channel, "status": n.status, "error": n.last_error} for n in rows]
-    }
 
 
 @shared_task(

@@ -30,8 +30,6 @@ JOBS = [
         ),
         schedule=Crontab(minute="0"),
         params=PaymentTimeoutsParams,
-        # Explicit: a queued run older than the next one is stale (core's computed period is off, see docs).
-        expires=60 * 60,
         lease_seconds=120,
     ),
     Job(
@@ -41,7 +39,6 @@ JOBS = [
         schedule=Crontab(minute="0", hour="0"),
         # No URL parameter on purpose: a caller-chosen URL would let the API fetch anything (SSRF).
         params=None,
-        expires=24 * 60 * 60,
         lease_seconds=120,
     ),
 ]

@@ -8,7 +8,7 @@ from decimal import ROUND_HALF_EVEN, Decimal
 
 from django.db.models import Count, Q, QuerySet
 
-from payments.models import ExchangeRate, Order, PaymentTransaction, Product
+from payments.models import ExchangeRate, Order
 
 ECB_BASE = "EUR"
 
@@ -78,18 +78,6 @@ def orders_in_key_range(
             Q(created_at__gt=after_created) | Q(created_at=after_created, id__gt=after_id)
         )
     return qs
-
-
-def orders_for_customer(*, customer_id: int) -> QuerySet[Order]:
-    return Order.objects.filter(customer_id=customer_id).prefetch_related("items__product")
-
-
-def products_in_stock() -> QuerySet[Product]:
-    return Product.objects.filter(stock__gt=0)
-
-
-def payment_transactions_open(*, order_id: uuid.UUID) -> QuerySet[PaymentTransaction]:
-    return PaymentTransaction.objects.filter(order_id=order_id, status__in=PaymentTransaction.NON_TERMINAL)
 
 
 def _newest_rate(base: str, quote: str, on: date) -> ExchangeRate | None:

@@ -44,10 +44,11 @@ def migration_data(request: pytest.FixtureRequest) -> None:
     request.getfixturevalue("transactional_db" if transactional else "db")
     from django.contrib.auth.models import Group
 
+    from logistics.models import EIC_GROUP
     from notifications.services.templates import notification_templates_install_defaults
 
     notification_templates_install_defaults()
-    Group.objects.get_or_create(name="eic")
+    Group.objects.get_or_create(name=EIC_GROUP)
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from core.catalog import Job
 from core.models import JobRun
+from core.services.bulk import delete_in_chunks
 
 
 def jobrun_create_queued(
@@ -115,16 +116,7 @@ def jobruns_close_lost(*, older_than_seconds: int) -> int:
     )
 
 
-def jobruns_delete_old(*, older_than_days: int, chunk_size: int = 5000) -> int:
+def jobruns_delete_old(*, older_than_days: int) -> int:
     """Delete finished runs older than the retention period, a chunk at a time."""
     cutoff = timezone.now() - timedelta(days=older_than_days)
-    deleted = 0
-    while True:
-        ids = list(
-            JobRun.objects.filter(queued_at__lt=cutoff, status__in=JobRun.FINISHED).values_list("pk", flat=True)[
-                :chunk_size
-            ]
-        )
-        if not ids:
-            return deleted
-        deleted += JobRun.objects.filter(pk__in=ids).delete()[0]
+    return delete_in_chunks(JobRun.objects.filter(queued_at__lt=cutoff, status__in=JobRun.FINISHED))

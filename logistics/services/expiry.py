@@ -18,6 +18,7 @@ from django.db import transaction
 from django.db.models import DurationField, Exists, ExpressionWrapper, F, OuterRef, QuerySet
 from django.db.models.functions import Now
 
+from core.transactions import on_commit_robust
 from logistics import selectors
 from logistics.models import AssignmentOffer, StockRequest
 from logistics.services.offers import BACK_TO_POOL, assignment_timeout_seconds, schedule_expiry
@@ -62,13 +63,9 @@ def _enqueue_expiry_notices(notices: list[Notice]) -> None:
 
 
 def _enqueue_on_commit(notices: list[Notice]) -> None:
-    # robust: a failed send must not undo the expiry; the offers stay unnotified and the sweep re-sends.
-    # A closure, not functools.partial: Django logs a robust callback's failure by its __qualname__.
-    def enqueue_expiry_notices() -> None:
-        _enqueue_expiry_notices(notices)
-
+    # A failed send must not undo the expiry: the offers stay unnotified and the sweep re-sends.
     if notices:
-        transaction.on_commit(enqueue_expiry_notices, robust=True)
+        on_commit_robust(lambda: _enqueue_expiry_notices(notices), name="enqueue_expiry_notices")
 
 
 def assignment_expired_notices_send(*, offers: Iterable[Sequence[int]]) -> dict[str, int]:

@@ -14,6 +14,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import BooleanField, ExpressionWrapper, Q
 from django.db.models.functions import Now
 
+from core.transactions import on_commit_robust
 from logistics import selectors
 from logistics.exceptions import Conflict, InvalidInput, NotFound
 from logistics.models import AssignmentOffer, Driver, Station, StockRequest
@@ -54,8 +55,9 @@ def schedule_expiry(*, stock_request_id: int, offer_id: int, eta: Any = None, co
     from logistics.tasks import expire_assignment as expire_assignment_task
 
     options: dict[str, Any] = {"eta": eta} if eta is not None else {"countdown": countdown}
-    transaction.on_commit(
-        lambda: expire_assignment_task.apply_async(args=(stock_request_id, offer_id), **options), robust=True
+    on_commit_robust(
+        lambda: expire_assignment_task.apply_async(args=(stock_request_id, offer_id), **options),
+        name="schedule_offer_expiry",
     )
 
 

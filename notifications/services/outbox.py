@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from itertools import islice
 from typing import TYPE_CHECKING, Any, Literal
 
-from django.db import transaction
 from django.utils import timezone
 
+from core.transactions import on_commit_robust
 from notifications.exceptions import InvalidAddress
 from notifications.models import Channel, Notification, NotificationTemplate, PushDevice
 from notifications.validation import email_validate, looks_like_email, phone_validate
@@ -39,7 +40,6 @@ class NotifyRequest:
     dedupe_key: str
     user: User | None = None
     to: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def notify(
@@ -115,7 +115,7 @@ def outbox_write_many(
     return written
 
 
-def enqueue_deliveries(notification_ids: Sequence[int], *, countdown: float | None = None) -> None:
+def enqueue_deliveries(notification_ids: Sequence[int]) -> None:
     """Send `notifications.deliver` for each id once the current transaction commits.
 
     robust: a broker outage must not undo the caller's commit; the rows stay pending and
@@ -123,14 +123,7 @@ def enqueue_deliveries(notification_ids: Sequence[int], *, countdown: float | No
     """
     ids = list(notification_ids)
     for start in range(0, len(ids), CHUNK_SIZE):
-        chunk = ids[start : start + CHUNK_SIZE]
-
-        # A named function, not functools.partial: Django logs a failed robust callback
-        # by its __qualname__, which a partial lacks.
-        def publish_chunk(chunk: list[int] = chunk) -> None:
-            _publish(chunk, countdown)
-
-        transaction.on_commit(publish_chunk, robust=True)
+        on_commit_robust(partial(_publish, ids[start : start + CHUNK_SIZE]), name="publish_notification_deliveries")
 
 
 def enqueue_delivery_batch(notification_ids: Sequence[int]) -> None:
@@ -142,23 +135,22 @@ def enqueue_delivery_batch(notification_ids: Sequence[int]) -> None:
 
     ids = list(notification_ids)
     if ids:
-        transaction.on_commit(lambda: deliver_batch_task.delay(ids), robust=True)
+        on_commit_robust(lambda: deliver_batch_task.delay(ids), name="publish_notification_delivery_batch")
 
 
 def notifications_dispatch(*, notification_ids: Sequence[int]) -> dict[str, int]:
     """Publish one `notifications.deliver` per id over one producer connection (deliver_batch's body)."""
     ids = list(dict.fromkeys(int(pk) for pk in notification_ids))
-    _publish(ids, None)
+    _publish(ids)
     return {"enqueued": len(ids)}
 
 
-def _publish(ids: list[int], countdown: float | None) -> None:
+def _publish(ids: list[int]) -> None:
     from notifications.tasks import deliver as deliver_task
 
-    options: dict[str, Any] = {"countdown": countdown} if countdown else {}
     with deliver_task.app.producer_or_acquire() as producer:
         for pk in ids:
-            deliver_task.apply_async((pk,), producer=producer, **options)
+            deliver_task.apply_async((pk,), producer=producer)
 
 
 def _check_request(request: NotifyRequest) -> None:

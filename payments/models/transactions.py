@@ -16,7 +16,6 @@ class PaymentTransaction(models.Model):
         CANCELLED = "cancelled", "Cancelled"
         REFUNDED = "refunded", "Refunded"
 
-    TERMINAL = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED, Status.REFUNDED)
     NON_TERMINAL = (Status.INITIATED, Status.PENDING, Status.PROCESSING)
 
     order = models.ForeignKey(Order, on_delete=models.CASCADE, related_name="transactions")
@@ -51,7 +50,3 @@ class PaymentTransaction(models.Model):
 
     def __str__(self) -> str:
         return f"{self.provider}:{self.provider_reference} {self.amount} {self.currency} ({self.status})"
-
-    @property
-    def is_terminal(self) -> bool:
-        return self.status in self.TERMINAL

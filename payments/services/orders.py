@@ -21,6 +21,7 @@ from django.db import connection, transaction
 from django.db.models import F, QuerySet, Sum
 from django.utils import timezone
 
+from core.transactions import on_commit_robust
 from notifications.services import payment_failed_notify_many
 from payments import selectors
 from payments.models import Order, OrderItem, PaymentTransaction, Product
@@ -168,20 +169,10 @@ def order_pay(
                 raise PaymentNeedsRefund(_needs_refund_message(order, existing), payment=existing)
             return existing
         now = timezone.now()
-        if order.status != Order.Status.PENDING_PAYMENT:
-            # The money is taken whatever we answer: keep a record to refund it from.
-            payment = _payment_record(
-                order=order,
-                existing=existing,
-                provider=provider,
-                provider_reference=provider_reference,
-                amount=amount,
-                currency=currency,
-                needs_refund=True,
-                now=now,
-            )
-            refusal = PaymentNeedsRefund(_needs_refund_message(order, payment), payment=payment)
-        else:
+        # The money is taken whatever we answer: for an order no longer payable, keep a
+        # record to refund it from.
+        needs_refund = order.status != Order.Status.PENDING_PAYMENT
+        if not needs_refund:
             if amount != order.total or currency != order.currency:
                 raise PaymentMismatch(
                     f"Payment of {amount} {currency} does not match the order total {order.total} {order.currency}."
@@ -192,16 +183,19 @@ def order_pay(
             )
             if claimed != 1:
                 raise OrderNotPayable(f"Order {order.pk} changed while it was locked; refusing the payment.")
-            return _payment_record(
-                order=order,
-                existing=existing,
-                provider=provider,
-                provider_reference=provider_reference,
-                amount=amount,
-                currency=currency,
-                needs_refund=False,
-                now=now,
-            )
+        payment = _payment_record(
+            order=order,
+            existing=existing,
+            provider=provider,
+            provider_reference=provider_reference,
+            amount=amount,
+            currency=currency,
+            needs_refund=needs_refund,
+            now=now,
+        )
+        if not needs_refund:
+            return payment
+        refusal = PaymentNeedsRefund(_needs_refund_message(order, payment), payment=payment)
     logger.warning(
         "Payment %s:%s of %s %s for order %s recorded with needs_refund: %s",
         provider,
@@ -275,14 +269,8 @@ def _payment_failed_notice_send(order_ids: Sequence[uuid.UUID | str]) -> None:
     from payments.tasks.orders import notify_payment_failed
 
     ids = [str(pk) for pk in order_ids]
-    if not ids:
-        return
-
-    # A named function, not a partial: Django logs a failed robust callback by __qualname__.
-    def send_payment_failed_notice() -> None:
-        notify_payment_failed.delay(ids)
-
-    transaction.on_commit(send_payment_failed_notice, robust=True)
+    if ids:
+        on_commit_robust(lambda: notify_payment_failed.delay(ids), name="send_payment_failed_notice")
 
 
 def _orders_cancel_chunk(

@@ -15,21 +15,6 @@ from core.models import User
 from notifications.models import PushDevice
 
 
-@pytest.fixture(autouse=True)
-def default_templates(request: pytest.FixtureRequest) -> None:
-    """The default templates, even after a transactional test (ours or another app's) truncated them."""
-    from notifications.services import notification_templates_install_defaults
-
-    marker = request.node.get_closest_marker("django_db")
-    if "transactional_db" in request.fixturenames or (marker and marker.kwargs.get("transaction")):
-        request.getfixturevalue("transactional_db")
-    elif marker or "db" in request.fixturenames:
-        request.getfixturevalue("db")
-    else:
-        return
-    notification_templates_install_defaults()
-
-
 @pytest.fixture
 def recipient(db: Any) -> User:
     return User.objects.create_user(
