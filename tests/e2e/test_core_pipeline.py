@@ -32,7 +32,6 @@ def statuses_seen(task_id: str, until: set[str], timeout: float) -> list[str]:
 
 
 def test_a_job_triggered_from_the_api_goes_queued_running_succeeded(start_worker: Any) -> None:
-    start_worker()
     staff = User.objects.create_user("ops", password="pw", is_staff=True)
     api = APIClient()
     api.force_authenticate(staff)
@@ -40,10 +39,13 @@ def test_a_job_triggered_from_the_api_goes_queued_running_succeeded(start_worker
     response = api.post("/api/v1/admin/jobs/sleep/trigger/", {"params": {"seconds": 2}}, format="json")
 
     assert response.status_code == 202
-    assert response.json()["status"] == "queued"
     task_id = response.json()["task_id"]
+    # No worker yet: the run waits, queued, with its message on the broker.
+    assert api.get(f"/api/v1/admin/tasks/{task_id}/").json()["job_run"]["status"] == "queued"
+
+    start_worker()
     seen = statuses_seen(task_id, {"succeeded", "failed"}, timeout=30)
-    assert seen[-2:] == ["running", "succeeded"]
+    assert seen[-2:] == ["running", "succeeded"]  # the 2-second sleep is long enough to see it run
     run = JobRun.objects.get(task_id=task_id)
     assert run.summary == {"slept_seconds": 2} and run.source == "api"
     assert run.duration_ms is not None and run.duration_ms >= 2000

@@ -461,7 +461,9 @@ class TestOnPostgresWithRealLocks:
         for t in threads:
             t.join(30)
 
-        # Then between them they expired each offer once, and one notice went out per offer
+        # Then both sweeps finished without error, between them they expired each offer
+        # once, and one notice went out per offer
+        assert len(results) == 2
         assert sum(r["expired_count"] for r in results) == 250
         assert AssignmentOffer.objects.filter(outcome=Outcome.EXPIRED).count() == 250
         sent = notices()

@@ -90,9 +90,11 @@ def test_two_workers_deleting_old_audit_logs_at_once_delete_each_row_once() -> N
     AuditLog.objects.update(created_at=timezone.now() - timedelta(days=100))
     results: list[dict[str, Any]] = []
     errors: list[BaseException] = []
+    barrier = threading.Barrier(2)
 
     def sweep() -> None:
         try:
+            barrier.wait(timeout=5)
             results.append(audit_logs_delete_old(older_than_days=90))
         except BaseException as exc:  # surfaced below
             errors.append(exc)
@@ -105,6 +107,6 @@ def test_two_workers_deleting_old_audit_logs_at_once_delete_each_row_once() -> N
     for t in threads:
         t.join()
 
-    assert errors == []
+    assert errors == [] and len(results) == 2
     assert sum(r["deleted"] for r in results) == 3000
     assert not AuditLog.objects.exists()

@@ -174,6 +174,7 @@ def test_two_recovery_runs_at_once_re_enqueue_each_row_once(broker: Any) -> None
         t.start()
     for t in threads:
         t.join(timeout=30)
-    # Then every row was put back exactly once and enqueued exactly once
+    # Then both runs finished, and every row was put back and enqueued exactly once
+    assert len(summaries) == 2
     assert sum(s["requeued_sending"] for s in summaries) == 30
     assert sorted(broker.delivery_ids()) == sorted(ids)

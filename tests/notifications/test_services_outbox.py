@@ -211,16 +211,34 @@ def test_two_concurrent_notify_calls_with_the_same_key_write_one_set_of_rows(bro
     assert results[0] == results[1]
 
 
-def test_a_broker_failure_at_commit_leaves_the_rows_pending_and_the_caller_committed(
-    django_capture_on_commit_callbacks: Any, monkeypatch: pytest.MonkeyPatch
+def test_a_broker_failure_at_commit_leaves_the_rows_pending_and_recovery_sends_them(
+    broker: Any, django_capture_on_commit_callbacks: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from notifications.services import outbox
+    from datetime import timedelta
+
+    import time_machine
+    from django.utils import timezone
+
+    from notifications.services import notifications_recover_stuck, outbox
 
     def broker_down(*args: Any, **kwargs: Any) -> None:
         raise ConnectionError("broker unreachable")
 
+    # Given the broker refuses the delivery message when the caller commits
     monkeypatch.setattr(outbox, "_publish", broker_down)
     with django_capture_on_commit_callbacks(execute=True):
-        rows = outbox.enqueue_deliveries([1, 2, 3])
+        row = notify(template="raw_sms", to="+14155552671", context={"body": "hi"}, channels=["sms"], dedupe_key="k")[0]
+    # Then the caller saw no error, the row is kept pending, and nothing reached the broker
+    row.refresh_from_db()
+    assert row.status == "pending"
+    assert broker.delivery_ids() == []
 
-    assert rows is None  # nothing raised to the caller; the recovery job sends the rows later
+    # When the broker is back and the recovery job runs after its threshold
+    monkeypatch.undo()
+    with (
+        time_machine.travel(timezone.now() + timedelta(minutes=6)),
+        django_capture_on_commit_callbacks(execute=True),
+    ):
+        notifications_recover_stuck()
+    # Then the row is enqueued for delivery
+    assert broker.delivery_ids() == [row.pk]
