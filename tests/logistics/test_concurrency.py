@@ -113,3 +113,44 @@ def test_fifty_accepts_across_the_deadline_give_one_winner_or_none_and_no_5xx(of
         assert (request.status, request.target_driver_id, offer.outcome) == ("PENDING", None, "EXPIRED")
         assert expired_total == 1 and len(notices) == 1
         assert {(code, detail) for who, code, detail in answers if who == driver.pk} == {(409, "offer expired")}
+
+
+REJECT = reverse("logistics:driver-trip-reject")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_accepts_racing_rejects_on_one_offer_end_in_exactly_one_outcome(eic_user: Any) -> None:
+    from notifications.models import Notification
+
+    # Given a live offer to a driver, and an EIC user who is told when a driver rejects
+    driver = DriverFactory()
+    request = assigning_request(driver=driver)
+    calls = [ACCEPT, REJECT] * 5
+    start = threading.Barrier(len(calls), timeout=30)
+
+    def call(url: str) -> tuple[str, int, str]:
+        try:
+            connection.ensure_connection()
+            start.wait()
+            response = client_for(driver.user).post(url, {"stock_request_id": request.pk}, format="json")
+            return url, response.status_code, response.json().get("detail", "")
+        finally:
+            connection.close()
+
+    # When five accepts and five rejects from that driver arrive at once
+    with ThreadPoolExecutor(max_workers=len(calls)) as pool:
+        answers = list(pool.map(call, calls))
+
+    # Then exactly one call won, every other one was told the offer is no longer open, and no 5xx
+    winners = [url for url, code, _ in answers if code == 200]
+    assert len(winners) == 1, answers
+    assert {code for _, code, _ in answers if code != 200} == {409}
+    request.refresh_from_db()
+    offer = AssignmentOffer.objects.get(stock_request=request)
+    rejected_pushes = Notification.objects.filter(template_key="driver_offer_rejected", user=eic_user).count()
+    if winners == [ACCEPT]:
+        assert (request.status, request.driver_id, offer.outcome) == ("ASSIGNED", driver.pk, "ACCEPTED")
+        assert rejected_pushes == 0
+    else:
+        assert (request.status, request.target_driver_id, offer.outcome) == ("PENDING", None, "REJECTED")
+        assert rejected_pushes == 1
