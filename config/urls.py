@@ -1,9 +1,10 @@
 from __future__ import annotations
 
 from django.contrib import admin
-from django.urls import URLPattern, URLResolver, include, path
+from django.urls import URLPattern, URLResolver, include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from core.apis import api_not_found
 from core.views import health
 
 # Each domain app adds its v1 routes in <app>/urls.py (api_v1_urlpatterns) and
@@ -21,4 +22,6 @@ urlpatterns = [
     path("health/", health, name="health"),
     path("api/v1/", include((api_v1, "api"), namespace="api")),
     path("api/", include(("logistics.urls", "logistics"), namespace="logistics")),
+    # Last: any other /api/ URL answers the API's JSON 404, not Django's HTML page.
+    re_path(r"^api/(?P<unmatched>.*)$", api_not_found),
 ]

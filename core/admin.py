@@ -15,8 +15,9 @@ from django_celery_beat.models import PeriodicTask
 from django_celery_results.admin import TaskResultAdmin as ResultsTaskResultAdmin
 from django_celery_results.models import TaskResult
 
-from core.catalog import InvalidJobParams, JobCatalog, UnknownJob
-from core.models import AuditLog, Job, JobRun, User
+from core.catalog import JobCatalog, UnknownJob
+from core.errors import AppError, admin_message
+from core.models import AuditLog, JobCatalogEntry, JobRun, OutboxIntent, User
 from core.scheduler import SchedulerService
 
 
@@ -55,11 +56,8 @@ def _run_now(request: HttpRequest, keys: list[str]) -> None:
     for key in keys:
         try:
             run = SchedulerService.trigger_manual_update(key, source="admin", user_id=request.user.pk)
-        except (UnknownJob, InvalidJobParams) as exc:
-            messages.error(request, str(exc))
-            continue
-        except Exception as exc:  # broker down: tell the operator instead of a 500 page
-            messages.error(request, f"Could not start {key}: {exc}")
+        except AppError as exc:  # unknown job, bad parameters, broker down: said, not a 500 page
+            admin_message(request, exc)
             continue
         started.append(f"{key} ({run.task_id})")
     if started:
@@ -70,7 +68,7 @@ def _run_now(request: HttpRequest, keys: list[str]) -> None:
         )
 
 
-@admin.register(Job)
+@admin.register(JobCatalogEntry)
 class JobCatalogAdmin(admin.ModelAdmin):
     """The catalog as an admin page, each job with a "Run now" button."""
 
@@ -88,8 +86,8 @@ class JobCatalogAdmin(admin.ModelAdmin):
 
     def get_urls(self) -> list[Any]:
         urls = [
-            path("", self.admin_site.admin_view(self.catalog_view), name="core_job_changelist"),
-            path("<str:key>/run/", self.admin_site.admin_view(self.run_view), name="core_job_run"),
+            path("", self.admin_site.admin_view(self.catalog_view), name="core_jobcatalogentry_changelist"),
+            path("<str:key>/run/", self.admin_site.admin_view(self.run_view), name="core_jobcatalogentry_run"),
         ]
         return urls
 
@@ -110,7 +108,7 @@ class JobCatalogAdmin(admin.ModelAdmin):
         if not request.user.has_perm(RUN_JOB_PERMISSION):
             raise PermissionDenied
         _run_now(request, [key])
-        return HttpResponseRedirect(reverse("admin:core_job_changelist"))
+        return HttpResponseRedirect(reverse("admin:core_jobcatalogentry_changelist"))
 
 
 admin.site.unregister(PeriodicTask)
@@ -184,3 +182,20 @@ class AuditLogAdmin(admin.ModelAdmin):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[AuditLog]:
         return super().get_queryset(request).select_related("actor")
+
+
+@admin.register(OutboxIntent)
+class OutboxIntentAdmin(admin.ModelAdmin):
+    """The core outbox: what was asked to run, when it was published, and why not yet."""
+
+    list_display = ("id", "task_name", "dedupe_key", "created_at", "not_before", "published_at", "attempts", "task_id")
+    list_filter = (("published_at", admin.EmptyFieldListFilter), "task_name")
+    search_fields = ("=dedupe_key", "=task_id", "task_name")
+    readonly_fields = [f.name for f in OutboxIntent._meta.fields]
+    date_hierarchy = "created_at"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

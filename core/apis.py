@@ -5,19 +5,21 @@ from __future__ import annotations
 from typing import Any
 
 from django.db.models import Q
-from django.urls import reverse
+from django.http import HttpRequest, HttpResponse, HttpResponsePermanentRedirect, JsonResponse
+from django.urls import Resolver404, resolve, reverse
 from django_celery_results.models import TaskResult
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
+from rest_framework.exceptions import ValidationError
 from rest_framework.permissions import IsAdminUser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from core.catalog import InvalidJobParams, UnknownJob
+from core.errors import AppError, NotFound
 from core.models import JobRun
-from core.scheduler import BrokerUnavailable, SchedulerService
+from core.scheduler import SchedulerService
 from core.serializers import (
     JobStatusSerializer,
     RevokeInputSerializer,
@@ -29,14 +31,56 @@ from core.serializers import (
 
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
-    """DRF's handler, plus the catalog's own errors as 404 / 400 / 503."""
-    if isinstance(exc, UnknownJob):
-        return Response({"detail": str(exc)}, status=status.HTTP_404_NOT_FOUND)
-    if isinstance(exc, InvalidJobParams):
-        return Response({"detail": str(exc), "errors": exc.errors}, status=status.HTTP_400_BAD_REQUEST)
-    if isinstance(exc, BrokerUnavailable):
-        return Response({"detail": str(exc)}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
-    return drf_exception_handler(exc, context)
+    """The one HTTP translation of errors: every API error body is `{"detail": ..., "errors": {...}}`.
+
+    Application errors (core.errors) carry their own status; DRF's and Django's (401, 403,
+    404, 405, 415, 429, a serializer's ValidationError) keep theirs, reshaped.
+    """
+    if isinstance(exc, AppError):
+        return Response(exc.as_body(), status=exc.status_code)
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        return None
+    response.data = _error_body(response.data, validation=isinstance(exc, ValidationError))
+    return response
+
+
+def _error_body(data: Any, *, validation: bool) -> dict[str, Any]:
+    if validation:
+        errors = data if isinstance(data, dict) else {"non_field_errors": data if isinstance(data, list) else [data]}
+        return {"detail": "Invalid input: " + _errors_text(errors), "errors": errors}
+    if isinstance(data, dict) and "detail" in data:
+        return {"detail": str(data["detail"]), "errors": {k: v for k, v in data.items() if k != "detail"}}
+    return {"detail": str(data), "errors": {}}
+
+
+def _errors_text(errors: dict[str, Any]) -> str:
+    parts = []
+    for name, reasons in errors.items():
+        if isinstance(reasons, list):
+            parts.append(f"{name}: {' '.join(str(r) for r in reasons)}")
+        elif isinstance(reasons, dict):
+            parts.append(f"{name}: {_errors_text(reasons)}")
+        else:
+            parts.append(f"{name}: {reasons}")
+    return "; ".join(parts)
+
+
+def api_not_found(request: HttpRequest, unmatched: str = "") -> HttpResponse:
+    """Unknown URLs under /api/: the same JSON body as every other API error, not Django's HTML page.
+
+    A URL that only lacks its trailing slash is redirected, as CommonMiddleware would (this
+    catch-all matches first, so APPEND_SLASH alone would not).
+    """
+    path = request.path_info
+    if not path.endswith("/"):
+        try:
+            match = resolve(path + "/")
+        except Resolver404:
+            match = None
+        if match is not None and match.func is not api_not_found:
+            return HttpResponsePermanentRedirect(request.get_full_path(force_append_slash=True))
+    return JsonResponse({"detail": f"No API endpoint at {path}.", "errors": {}}, status=404)
 
 
 class StaffAPIView(APIView):
@@ -139,7 +183,7 @@ class TaskDetailApi(StaffAPIView):
     def get(self, request: Request, task_id: str) -> Response:
         data = task_status_read(task_id)
         if data is None:
-            return Response({"detail": f"No task with id {task_id!r}."}, status=status.HTTP_404_NOT_FOUND)
+            raise NotFound(f"No task with id {task_id!r}.")
         return Response(TaskStatusSerializer(data).data)
 
 
@@ -154,14 +198,15 @@ class TaskRevokeApi(StaffAPIView):
             JobRun.objects.filter(task_id=task_id).exists() or TaskResult.objects.filter(Q(task_id=task_id)).exists()
         )
         if not known:
-            return Response({"detail": f"No task with id {task_id!r}."}, status=status.HTTP_404_NOT_FOUND)
+            raise NotFound(f"No task with id {task_id!r}.")
         body = RevokeInputSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        from config.celery import app
+        from celery import current_app
+
         from core.services.jobruns import jobrun_mark_revoked
 
         terminate = body.validated_data["terminate"]
-        app.control.revoke(task_id, terminate=terminate)
+        current_app.control.revoke(task_id, terminate=terminate)
         # Without terminate a running task finishes; only a waiting one is closed now.
         jobrun_mark_revoked(task_id=task_id, running_too=terminate)
         return Response(TaskStatusSerializer(task_status_read(task_id)).data, status=status.HTTP_202_ACCEPTED)

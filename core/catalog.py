@@ -8,7 +8,7 @@ docs/jobs.md.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from importlib import import_module
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -18,18 +18,19 @@ from django.apps import apps
 from django.utils.module_loading import module_has_submodule
 from rest_framework import serializers
 
+from core.errors import Invalid, NotFound
 
-class UnknownJob(LookupError):
+
+class UnknownJob(NotFound):
     def __init__(self, key: str) -> None:
         super().__init__(f"Unknown job {key!r}. Run `python manage.py jobs list` to see the catalog.")
         self.key = key
 
 
-class InvalidJobParams(ValueError):
+class InvalidJobParams(Invalid):
     def __init__(self, key: str, errors: dict[str, Any]) -> None:
         self.key = key
-        self.errors = errors
-        super().__init__(f"Invalid parameters for {key}: {_flatten(errors)}")
+        super().__init__(errors, detail=f"Invalid parameters for {key}: {_flatten(errors)}")
 
 
 def _flatten(errors: dict[str, Any]) -> str:
@@ -243,6 +244,3 @@ def describe_crontab(minute: str, hour: str, day_of_week: str, day_of_month: str
         text = f"cron '{minute} {hour} {day_of_month} {month_of_year} {day_of_week}'"
     return f"{text} {tz}"
 
-
-def now_utc() -> datetime:
-    return datetime.now(UTC)

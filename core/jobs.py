@@ -33,6 +33,16 @@ JOBS = [
         params=CleanupJobRunsParams,
     ),
     Job(
+        key="outbox_relay",
+        task="core.relay_outbox",
+        description=(
+            "Publish outbox intents that a lost commit hook, a dead process or a broker outage left behind, "
+            "and those come due; delete published ones past OUTBOX_RETENTION_DAYS."
+        ),
+        schedule=Every(seconds=15),
+        lease_seconds=60,
+    ),
+    Job(
         key="sleep",
         task="core.sleep",
         description="Sleep for `seconds` and succeed: a harmless job for trying triggers and the overlap guard.",

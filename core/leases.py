@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from types import TracebackType
 
 from core.redis import get_redis
 
@@ -67,11 +66,3 @@ class JobLease:
 
         self._thread = threading.Thread(target=renew, name=f"lease-{self.key}", daemon=True)
         self._thread.start()
-
-    def __enter__(self) -> JobLease:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.release()

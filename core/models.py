@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractUser
@@ -72,21 +71,38 @@ class JobRun(models.Model):
     def is_finished(self) -> bool:
         return self.status in self.FINISHED
 
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "id": str(self.id),
-            "job": self.job_key,
-            "task_id": self.task_id,
-            "source": self.source,
-            "status": self.status,
-            "params": self.params,
-            "summary": self.summary,
-            "error": self.error,
-            "queued_at": self.queued_at.isoformat() if self.queued_at else None,
-            "started_at": self.started_at.isoformat() if self.started_at else None,
-            "finished_at": self.finished_at.isoformat() if self.finished_at else None,
-            "duration_ms": self.duration_ms,
-        }
+
+class OutboxIntent(models.Model):
+    """The intent to run a task, recorded in the transaction whose change causes it.
+
+    Published right after that transaction commits (core.outbox); the `outbox_relay` job
+    publishes whatever was left behind and what has come due. `dedupe_key` makes
+    recording the same intent twice a no-op; `task_id` stays the same however often the
+    relay has to publish the row, so a duplicate is recognisable in the results.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    task_name = models.CharField(max_length=200)
+    kwargs = models.JSONField(default=dict)
+    dedupe_key = models.CharField(max_length=255, unique=True)
+    task_id = models.UUIDField(default=uuid.uuid4, editable=False)
+    not_before = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    published_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [
+            # The relay walks only the unpublished rows, in id order: empty in steady state.
+            models.Index(fields=["id"], name="outbox_unpublished", condition=models.Q(published_at__isnull=True)),
+            # Pruning published rows past their retention.
+            models.Index(fields=["published_at"], name="outbox_published_at"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.task_name} [{self.dedupe_key}]"
 
 
 class AuditLog(models.Model):
@@ -107,8 +123,8 @@ class AuditLog(models.Model):
         return f"{self.action} {self.target}"
 
 
-class Job(JobRun):
-    """Admin-only proxy: the job catalog page ("Run now") hangs off this entry."""
+class JobCatalogEntry(JobRun):
+    """Admin-only proxy: the job catalog page ("Run now") hangs off this entry (the jobs are core.catalog.Job)."""
 
     class Meta:
         proxy = True

@@ -10,7 +10,6 @@ Usable from `manage.py shell`:
 
 from __future__ import annotations
 
-import json
 import uuid
 from datetime import datetime
 from typing import Any
@@ -21,14 +20,16 @@ from django.utils import timezone
 from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask, PeriodicTasks
 
 from core.catalog import Crontab, Every, Job, JobCatalog
+from core.errors import Unavailable
 from core.models import JobRun
 from core.services import jobruns
+from core.services.outbox import BROKER_ERRORS, Message, messages_publish
 from core.task_base import SOURCE_HEADER
 from core.transactions import on_commit_robust
 
 
-class BrokerUnavailable(RuntimeError):
-    pass
+class BrokerUnavailable(Unavailable):
+    """The trigger could not reach the broker: the run is recorded failed with the reason."""
 
 
 def _schedule_row(job: Job) -> dict[str, Any]:
@@ -161,10 +162,12 @@ class SchedulerService:
             run.refresh_from_db()
             return run
 
+        message = Message(task=job.task, kwargs=kwargs, task_id=task_id, headers=headers)
+
         def send() -> None:
             try:
-                task.apply_async(kwargs=kwargs, task_id=task_id, headers=headers)
-            except Exception as exc:  # the broker is down: say so rather than leave a run "queued" forever
+                messages_publish([message])
+            except BROKER_ERRORS as exc:  # the broker is down: say so rather than leave a run "queued" forever
                 jobruns.jobrun_mark_failed(task_id=task_id, exc=exc)
                 raise BrokerUnavailable(f"Could not reach the broker to enqueue {key}: {exc}") from exc
 
@@ -217,6 +220,3 @@ class SchedulerService:
             )
         return out[0] if key else out
 
-
-def jsonable(value: Any) -> Any:
-    return json.loads(json.dumps(value, default=str))

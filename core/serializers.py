@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-from typing import Any
-
 from rest_framework import serializers
 
 
@@ -91,5 +89,12 @@ class RevokeInputSerializer(serializers.Serializer):
     )
 
 
-def errors_to_text(errors: dict[str, Any]) -> str:
-    return "; ".join(f"{k}: {' '.join(map(str, v)) if isinstance(v, list) else v}" for k, v in errors.items())
+
+class ErrorSerializer(serializers.Serializer):
+    """Every API error body (core.apis.exception_handler): the reason, and each field's reasons."""
+
+    detail = serializers.CharField(help_text="What went wrong, in words a caller can show.")
+    errors = serializers.DictField(
+        child=serializers.ListField(child=serializers.CharField()),
+        help_text="For invalid input: each field's reasons; empty otherwise.",
+    )

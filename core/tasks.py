@@ -22,6 +22,13 @@ def cleanup_job_runs(older_than_days: int | None = None) -> dict[str, int]:
     return {"closed_lost": lost, "deleted": deleted}
 
 
+@shared_task(name="core.relay_outbox")
+def relay_outbox() -> dict[str, int]:
+    from core.services.outbox import outbox_relay
+
+    return outbox_relay()
+
+
 @shared_task(name="core.sleep")
 def sleep(seconds: int = 5) -> dict[str, int]:
     """A job that only takes time: for trying the overlap guard and the trigger paths."""

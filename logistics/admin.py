@@ -42,7 +42,7 @@ class AssignmentOfferInline(admin.TabularInline):
     model = AssignmentOffer
     extra = 0
     can_delete = False
-    fields = ("driver", "mode", "offered_by", "offered_at", "expires_at", "outcome", "resolved_at", "eic_notified_at")
+    fields = ("driver", "mode", "offered_by", "offered_at", "expires_at", "outcome", "resolved_at")
     readonly_fields = fields
     ordering = ("-offered_at",)
 
@@ -98,7 +98,6 @@ class AssignmentOfferAdmin(admin.ModelAdmin):
         "expires_at",
         "outcome",
         "resolved_at",
-        "eic_notified_at",
     )
     list_filter = ("outcome", "mode")
     search_fields = ("=stock_request__id", "driver__name", "stock_request__station__name")

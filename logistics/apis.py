@@ -2,41 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 from drf_spectacular.utils import OpenApiResponse, extend_schema
-from rest_framework import status
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from core.serializers import ErrorSerializer
 from logistics import selectors, services
 from logistics.permissions import IsDriver, IsEIC
 from logistics.serializers import (
     DriverTripInputSerializer,
-    ErrorSerializer,
     PendingOfferSerializer,
     StockRequestSerializer,
     StockRequestStatusInputSerializer,
 )
 
-
-def _answer(call: Callable[[], Any]) -> Any | Response:
-    """Run a service call; its domain errors become 404 / 409 / 400 with the reason."""
-    try:
-        return call()
-    except services.NotFound as exc:
-        return Response({"detail": str(exc)}, status=status.HTTP_404_NOT_FOUND)
-    except services.Conflict as exc:
-        return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
-    except services.InvalidInput as exc:
-        return Response({exc.field: [str(exc)]}, status=status.HTTP_400_BAD_REQUEST)
-
-
 _ERRORS = {
-    400: OpenApiResponse(description="Invalid body: the field and the reason"),
+    400: OpenApiResponse(ErrorSerializer, description="Invalid body: the field and the reason"),
     401: OpenApiResponse(ErrorSerializer, description="Not authenticated"),
     403: OpenApiResponse(ErrorSerializer, description="Authenticated but not allowed"),
     404: OpenApiResponse(ErrorSerializer, description="No such stock request (or not yours)"),
@@ -58,20 +41,14 @@ class EicStockRequestStatusApi(APIView):
         body.is_valid(raise_exception=True)
         data = body.validated_data
         if data["status"] == "ASSIGNING":
-            outcome = _answer(
-                lambda: (
-                    services.stock_request_offer(
-                        stock_request_id=pk,
-                        driver_id=data["target_driver"],
-                        mode=data["assignment_mode"],
-                        offered_by=request.user,
-                    ).stock_request
-                )
-            )
+            outcome = services.stock_request_offer(
+                stock_request_id=pk,
+                driver_id=data["target_driver"],
+                mode=data["assignment_mode"],
+                offered_by=request.user,
+            ).stock_request
         else:
-            outcome = _answer(lambda: services.stock_request_cancel(stock_request_id=pk))
-        if isinstance(outcome, Response):
-            return outcome
+            outcome = services.stock_request_cancel(stock_request_id=pk)
         outcome.refresh_from_db()
         return Response(StockRequestSerializer(outcome).data)
 
@@ -102,14 +79,10 @@ class DriverTripAcceptApi(APIView):
     def post(self, request: Request) -> Response:
         body = DriverTripInputSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        outcome = _answer(
-            lambda: services.offer_accept(
-                driver=request.driver,  # type: ignore[attr-defined]
-                stock_request_id=body.validated_data["stock_request_id"],
-            )
+        outcome = services.offer_accept(
+            driver=request.driver,  # type: ignore[attr-defined]
+            stock_request_id=body.validated_data["stock_request_id"],
         )
-        if isinstance(outcome, Response):
-            return outcome
         return Response(StockRequestSerializer(outcome).data)
 
 
@@ -125,12 +98,8 @@ class DriverTripRejectApi(APIView):
     def post(self, request: Request) -> Response:
         body = DriverTripInputSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        outcome = _answer(
-            lambda: services.offer_reject(
-                driver=request.driver,  # type: ignore[attr-defined]
-                stock_request_id=body.validated_data["stock_request_id"],
-            )
+        outcome = services.offer_reject(
+            driver=request.driver,  # type: ignore[attr-defined]
+            stock_request_id=body.validated_data["stock_request_id"],
         )
-        if isinstance(outcome, Response):
-            return outcome
         return Response(StockRequestSerializer(outcome).data)

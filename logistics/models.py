@@ -126,9 +126,6 @@ class AssignmentOffer(models.Model):
     expires_at = models.DateTimeField()
     outcome = models.CharField(max_length=9, choices=Outcome.choices, default=Outcome.OPEN, db_index=True)
     resolved_at = models.DateTimeField(null=True, blank=True)
-    # When the EIC users' "assignment expired" pushes were written to the outbox; NULL on an
-    # EXPIRED offer means they still have to be, and the sweep re-sends the notice.
-    eic_notified_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-offered_at", "-pk"]
@@ -137,12 +134,6 @@ class AssignmentOffer(models.Model):
             models.Index(fields=["driver", "expires_at"], condition=Q(outcome="OPEN"), name="logistics_offer_open_idx"),
             # The sweep: open offers past their deadline. Only live offers are in it.
             models.Index(fields=["expires_at"], condition=Q(outcome="OPEN"), name="logistics_offer_due_idx"),
-            # The sweep's re-send of lost notices: normally empty, whatever the history's size.
-            models.Index(
-                fields=["resolved_at"],
-                condition=Q(outcome="EXPIRED", eic_notified_at__isnull=True),
-                name="logistics_offer_unnotified_idx",
-            ),
             models.Index(fields=["stock_request", "driver", "-offered_at"], name="logistics_offer_history_idx"),
         ]
         constraints = [

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.db import connection
 from django.db.models import QuerySet
-from django.db.models.functions import Now
 
 from logistics.models import EIC_GROUP, AssignmentOffer, Driver
 
@@ -43,19 +42,4 @@ def driver_pending_offers(*, driver: Driver, now: datetime) -> QuerySet[Assignme
         AssignmentOffer.objects.filter(driver=driver, outcome=AssignmentOffer.Outcome.OPEN, expires_at__gt=now)
         .select_related("stock_request__station")
         .order_by("expires_at", "pk")
-    )
-
-
-def assignment_offers_unnotified(*, older_than_seconds: int, after_pk: int, limit: int) -> list[tuple[int, int, int]]:
-    """(offer, request, driver) of EXPIRED offers whose EIC notice is still unwritten `older_than_seconds`
-    after they expired, by key after `after_pk` (the partial index logistics_offer_unnotified_idx)."""
-    return list(
-        AssignmentOffer.objects.filter(
-            outcome=AssignmentOffer.Outcome.EXPIRED,
-            eic_notified_at__isnull=True,
-            resolved_at__lte=Now() - timedelta(seconds=older_than_seconds),
-            pk__gt=after_pk,
-        )
-        .order_by("pk")
-        .values_list("pk", "stock_request_id", "driver_id")[:limit]
     )

@@ -80,7 +80,3 @@ class PendingOfferSerializer(serializers.ModelSerializer):
 
     def get_seconds_left(self, offer: AssignmentOffer) -> int:
         return offer.seconds_left(self.context["now"])
-
-
-class ErrorSerializer(serializers.Serializer):
-    detail = serializers.CharField()

@@ -9,6 +9,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from core.errors import Conflict, NotFound
 from notifications.models import Notification
 from notifications.services import notification_retry
 
@@ -47,12 +48,9 @@ class NotificationRetryApi(APIView):
     def post(self, request: Request, notification_id: int) -> Response:
         notification = Notification.objects.filter(pk=notification_id).first()
         if notification is None:
-            return Response({"detail": f"No notification with id {notification_id}."}, status=status.HTTP_404_NOT_FOUND)
+            raise NotFound(f"No notification with id {notification_id}.")
         result = notification_retry(notification_ids=[notification.pk])
         notification.refresh_from_db()
         if not result["retried"]:
-            return Response(
-                {"detail": f"Only failed notifications can be retried; this one is {notification.status}."},
-                status=status.HTTP_409_CONFLICT,
-            )
+            raise Conflict(f"Only failed notifications can be retried; this one is {notification.status}.")
         return Response(NotificationOutputSerializer(notification).data, status=status.HTTP_202_ACCEPTED)

@@ -11,7 +11,7 @@ from celery.utils.time import get_exponential_backoff_interval
 from django.conf import settings
 
 from notifications.services.delivery import MAX_RETRY_DELAY_SECONDS
-from notifications.services.events import _summary
+from notifications.services.outbox import summary_of
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ def send_email(self: Task, to: str, subject: str, body: str) -> dict[str, Any]:
         channels=["email"],
         dedupe_key=_dedupe(self, "send_email"),
     )
-    return _summary(rows)
+    return summary_of(rows)
 
 
 @shared_task(bind=True, name="notifications.send_sms", ignore_result=True)
@@ -98,7 +98,7 @@ def send_sms(self: Task, to: str, body: str) -> dict[str, Any]:
     rows = notify(
         template="raw_sms", to=to, context={"body": body}, channels=["sms"], dedupe_key=_dedupe(self, "send_sms")
     )
-    return _summary(rows)
+    return summary_of(rows)
 
 
 @shared_task(bind=True, name="notifications.send_templated_email", ignore_result=True)
@@ -108,7 +108,7 @@ def send_templated_email(self: Task, template: str, to: str, context: dict[str, 
     rows = notify(
         template=template, to=to, context=context, channels=["email"], dedupe_key=_dedupe(self, f"email:{template}")
     )
-    return _summary(rows)
+    return summary_of(rows)
 
 
 @shared_task(bind=True, name="notifications.send_templated_sms", ignore_result=True)
@@ -118,7 +118,7 @@ def send_templated_sms(self: Task, template: str, to: str, context: dict[str, An
     rows = notify(
         template=template, to=to, context=context, channels=["sms"], dedupe_key=_dedupe(self, f"sms:{template}")
     )
-    return _summary(rows)
+    return summary_of(rows)
 
 
 @shared_task(bind=True, name="notifications.send_push", ignore_result=True)
@@ -137,52 +137,7 @@ def send_push(self: Task, user_id: int, title: str, body: str, data: dict[str, A
         channels=["push"],
         dedupe_key=_dedupe(self, "send_push"),
     )
-    return _summary(rows)
-
-
-@shared_task(name="notifications.send_order_confirmation")
-def send_order_confirmation(order_id: str) -> dict[str, Any]:
-    from notifications.services.events import order_event_notify
-
-    return order_event_notify(event="order_confirmation", order_id=order_id)
-
-
-@shared_task(name="notifications.send_order_shipped")
-def send_order_shipped(order_id: str) -> dict[str, Any]:
-    from notifications.services.events import order_event_notify
-
-    return order_event_notify(event="order_shipped", order_id=order_id)
-
-
-@shared_task(name="notifications.send_payment_failed")
-def send_payment_failed(order_id: str) -> dict[str, int]:
-    """Seed compatibility: payments now calls payment_failed_notify in its own transaction."""
-    from notifications.services.events import payment_failed_record
-
-    return payment_failed_record(order_ids=[order_id])
-
-
-@shared_task(name="notifications.send_payment_failed_many")
-def send_payment_failed_many(order_ids: list[str]) -> dict[str, int]:
-    """Seed compatibility: payments now calls payment_failed_notify_many in its own transaction."""
-    from notifications.services.events import payment_failed_record
-
-    return payment_failed_record(order_ids=order_ids)
-
-
-@shared_task(name="notifications.deliver_batch")
-def deliver_batch(notification_ids: list[int]) -> dict[str, int]:
-    """Fan one batch out into one `notifications.deliver` message per row, over one connection."""
-    from notifications.services import notifications_dispatch
-
-    return notifications_dispatch(notification_ids=notification_ids)
-
-
-@shared_task(name="notifications.send_subscription_renewal_reminder")
-def send_subscription_renewal_reminder(subscription_id: str) -> dict[str, Any]:
-    from notifications.services.events import subscription_reminder_notify
-
-    return subscription_reminder_notify(subscription_id=subscription_id)
+    return summary_of(rows)
 
 
 @shared_task(name="notifications.recover_outbox")

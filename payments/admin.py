@@ -46,7 +46,7 @@ class PaymentTransactionInline(admin.TabularInline):
 @admin.register(Order)
 class OrderAdmin(admin.ModelAdmin):
     list_display = ("id", "customer", "status", "payment_status", "total", "currency", "created_at", "cancelled_at")
-    list_filter = ("status", "payment_status", "currency", "cancel_reason", "payment_failed_notified_at")
+    list_filter = ("status", "payment_status", "currency", "cancel_reason")
     search_fields = ("id", "customer__username", "customer__email")
     date_hierarchy = "created_at"
     raw_id_fields = ("customer",)
@@ -60,7 +60,6 @@ class OrderAdmin(admin.ModelAdmin):
         "paid_at",
         "cancelled_at",
         "cancel_reason",
-        "payment_failed_notified_at",
     )
     inlines = (OrderItemInline, PaymentTransactionInline)
     actions = ("cancel_if_expired",)

@@ -44,26 +44,6 @@ def orders_expired_page(
     return list(qs.order_by("created_at", "id").values_list("created_at", "id")[:limit])
 
 
-def orders_unnotified_page(
-    *, cancelled_before: datetime, after: tuple[datetime, uuid.UUID] | None, limit: int
-) -> list[tuple[datetime, uuid.UUID]]:
-    """The next `limit` cancelled orders without their payment_failed notice, cancelled before `cancelled_before`.
-
-    As (cancelled_at, id), oldest first, keyset-paginated over the partial index
-    `order_cancelled_unnotified`, which holds only such orders.
-    """
-    qs = Order.objects.filter(
-        status=Order.Status.CANCELLED, payment_failed_notified_at__isnull=True, cancelled_at__lt=cancelled_before
-    )
-    if after is not None:
-        last_cancelled, last_id = after
-        qs = qs.filter(cancelled_at__gte=last_cancelled).filter(
-            Q(cancelled_at__gt=last_cancelled) | Q(cancelled_at=last_cancelled, id__gt=last_id)
-        )
-    rows = qs.order_by("cancelled_at", "id").values_list("cancelled_at", "id")[:limit]
-    return [(cancelled_at, pk) for cancelled_at, pk in rows if cancelled_at is not None]
-
-
 def orders_in_key_range(
     *, after: tuple[datetime, uuid.UUID] | None, last: tuple[datetime, uuid.UUID]
 ) -> QuerySet[Order]:

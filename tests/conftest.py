@@ -1,15 +1,16 @@
-"""Shared fixtures: personas, API clients, and a clean Redis for every test."""
+"""Shared fixtures: a clean Redis for every test and the data migrations' rows; the support plugins."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 from django.conf import settings
-from rest_framework.test import APIClient
 
-from core.models import User
+pytest_plugins = [
+    "tests.support.broker",
+    "tests.support.personas",
+]
 
 
 def _assert_test_redis(url: str) -> None:
@@ -49,32 +50,3 @@ def migration_data(request: pytest.FixtureRequest) -> None:
 
     notification_templates_install_defaults()
     Group.objects.get_or_create(name=EIC_GROUP)
-
-
-@pytest.fixture
-def staff_user(db: Any) -> User:
-    return User.objects.create_user(username="staff", password="pw-staff-1", is_staff=True, email="staff@example.com")
-
-
-@pytest.fixture
-def customer(db: Any) -> User:
-    return User.objects.create_user(username="customer", password="pw-customer-1", email="customer@example.com")
-
-
-@pytest.fixture
-def anon_client() -> APIClient:
-    return APIClient()
-
-
-@pytest.fixture
-def staff_client(staff_user: User) -> APIClient:
-    client = APIClient()
-    client.force_authenticate(staff_user)
-    return client
-
-
-@pytest.fixture
-def customer_client(customer: User) -> APIClient:
-    client = APIClient()
-    client.force_authenticate(customer)
-    return client

@@ -196,6 +196,12 @@ BEAT_HEARTBEAT_MAX_AGE_SECONDS = env_int("BEAT_HEARTBEAT_MAX_AGE_SECONDS", 120, 
 HEALTH_CACHE_SECONDS = env_int("HEALTH_CACHE_SECONDS", 5)
 JOBRUN_RETENTION_DAYS = env_int("JOBRUN_RETENTION_DAYS", 30, minimum=1)
 AUDIT_LOG_RETENTION_DAYS = env_int("AUDIT_LOG_RETENTION_DAYS", 90, minimum=1)
+# Published outbox intents are kept this long (to trace a task back to what caused it), then pruned.
+OUTBOX_RETENTION_DAYS = env_int("OUTBOX_RETENTION_DAYS", 7, minimum=1)
+# Intents due within this many seconds are published at once with their ETA; later ones wait
+# in the table for the relay. Well below the broker's visibility timeout (2 h), so an ETA
+# message is never redelivered while it still waits in a worker.
+OUTBOX_ETA_HORIZON_SECONDS = env_int("OUTBOX_ETA_HORIZON_SECONDS", 900, minimum=0, maximum=3600)
 
 from config.settings.celery import *  # noqa: E402,F403
 from config.settings.notifications import *  # noqa: E402,F403

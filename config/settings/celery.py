@@ -39,7 +39,9 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 2 * 60 * 60}
 
 # Events for Flower, and STARTED states in the results table.
 CELERY_WORKER_SEND_TASK_EVENTS = True
-CELERY_TASK_SEND_SENT_EVENT = True
+# No task-sent events: each would be one more broker round trip per message, which would undo
+# the outbox's pipelined publishing. Flower shows a task from the moment a worker receives it.
+CELERY_TASK_SEND_SENT_EVENT = False
 CELERY_TASK_TRACK_STARTED = True
 
 # Not CELERY_-prefixed: Celery would read that name as its own `task_queues`.

@@ -44,7 +44,7 @@ def _check_broker() -> dict[str, Any]:
 
 
 def _check_workers() -> dict[str, Any]:
-    from config.celery import app
+    from celery import current_app as app
 
     replies = app.control.ping(timeout=1.0) or []
     workers = sorted(name for reply in replies for name in reply)

@@ -1,27 +1,28 @@
 """Offer expiry: the one-shot check at each deadline, the 60 s sweep behind it, and the EIC notices.
 
-An expired offer's "Driver Assignment Expired" push is durable: the offer is committed
-EXPIRED with `eic_notified_at` NULL; the notice task writes the outbox rows and sets
-`eic_notified_at` in one transaction; and every sweep re-sends the notice of any offer
-still unnotified a minute after it expired (its message was lost, or its worker died).
+Each expiry records a `logistics.notify_eic_assignment_expired` intent in the core outbox
+in the transaction that expires the offer, so the "Driver Assignment Expired" push is as
+durable as the expiry itself; the notice is idempotent (one outbox row per offer and EIC
+user), so a relay that publishes it twice sends nothing twice.
 """
 
 from __future__ import annotations
 
 import logging
-import math
-from collections.abc import Iterable, Sequence
+import uuid
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
 from django.db import transaction
 from django.db.models import DurationField, Exists, ExpressionWrapper, F, OuterRef, QuerySet
 from django.db.models.functions import Now
+from django.utils import timezone
 
-from core.transactions import on_commit_robust
+from core.services.outbox import Intent, outbox_add_many
 from logistics import selectors
 from logistics.models import AssignmentOffer, StockRequest
-from logistics.services.offers import BACK_TO_POOL, assignment_timeout_seconds, schedule_expiry
+from logistics.services.offers import BACK_TO_POOL, assignment_timeout_seconds, expiry_check_add
 
 logger = logging.getLogger(__name__)
 
@@ -37,90 +38,42 @@ EXPIRY_CHUNK_SIZE = 1000
 # inside its 30 s lease, and whatever is left waits for the next run a minute later.
 MAX_CHUNKS_PER_RUN = 100
 
-# Up to this many expiry notices are sent straight from the committing process (tens of ms);
-# more go through one `logistics.send_assignment_expired_notices` message per chunk.
-NOTICES_INLINE_MAX = 50
-
-# A notice normally runs within a second of its offer's expiry. One still unwritten after this
-# long was lost on the way (broker error, dead worker), and the sweep sends it again.
-NOTICE_GRACE_SECONDS = 60
-
 Notice = tuple[int, int, int]  # (offer_id, stock_request_id, driver_id)
 
 
-# Sending the notices ------------------------------------------------------------------
+# The notices ----------------------------------------------------------------------------
 
 
-def _enqueue_expiry_notices(notices: list[Notice]) -> None:
-    from logistics.tasks import send_assignment_expired_notices as fan_out_task
-
-    if len(notices) <= NOTICES_INLINE_MAX:
-        assignment_expired_notices_send(offers=notices)
-    else:
-        # One message for the chunk: a big sweep's time stays in its own transactions, not in
-        # thousands of broker round trips (about 1 ms each here), and workers share the fan-out.
-        fan_out_task.delay([list(n) for n in notices])
-
-
-def _enqueue_on_commit(notices: list[Notice]) -> None:
-    # A failed send must not undo the expiry: the offers stay unnotified and the sweep re-sends.
-    if notices:
-        on_commit_robust(lambda: _enqueue_expiry_notices(notices), name="enqueue_expiry_notices")
+def _notices_add(notices: Sequence[Notice]) -> None:
+    """Record one EIC notice intent per expired offer, in the expiring transaction (one INSERT)."""
+    outbox_add_many(
+        Intent(
+            task="logistics.notify_eic_assignment_expired",
+            kwargs={"stock_request_id": request_id, "driver_id": driver_id, "offer_id": offer_id},
+            dedupe_key=f"offer-expired-notice:{offer_id}",
+        )
+        for offer_id, request_id, driver_id in notices
+    )
 
 
-def assignment_expired_notices_send(*, offers: Iterable[Sequence[int]]) -> dict[str, int]:
-    """Send `logistics.notify_eic_assignment_expired` for each (offer, request, driver), on one broker connection.
+def eic_notify_assignment_expired(*, stock_request_id: int, driver_id: int, offer_id: int) -> dict[str, int]:
+    """Write "Driver Assignment Expired" for every EIC user to the notifications outbox, once per offer.
 
-    Safe to repeat: a notice whose offer is already notified does nothing.
-    """
-    from config.celery import app
-    from logistics.tasks import notify_eic_assignment_expired as notify_task
-
-    sent = 0
-    with app.producer_or_acquire() as producer:
-        for offer_id, request_id, driver_id in offers:
-            notify_task.apply_async(args=(request_id, driver_id), kwargs={"offer_id": offer_id}, producer=producer)
-            sent += 1
-    return {"sent": sent}
-
-
-def eic_notify_assignment_expired(
-    *, stock_request_id: int, driver_id: int, offer_id: int | None = None
-) -> dict[str, int]:
-    """Write "Driver Assignment Expired" for every EIC user to the outbox, once per offer.
-
-    The outbox rows and `eic_notified_at` commit together: a run that fails leaves the
-    offer unnotified for the sweep to re-send; a repeated run finds it notified and stops.
+    Idempotent: each (offer, EIC user) message has its own dedupe key, so a repeat writes nothing.
     """
     from notifications.services import NotifyRequest, notify_many
 
-    expired = AssignmentOffer.objects.filter(outcome=Outcome.EXPIRED)
-    if offer_id is None:  # a message sent before notices carried the offer's id
-        offer_id = (
-            expired.filter(stock_request_id=stock_request_id, driver_id=driver_id)
-            .order_by("-resolved_at", "-pk")
-            .values_list("pk", flat=True)
-            .first()
-        )
-    if offer_id is None:
-        logger.warning(
-            "notify_eic_assignment_expired: no expired offer of request %s to %s", stock_request_id, driver_id
-        )
+    offer = (
+        AssignmentOffer.objects.filter(pk=offer_id, stock_request_id=stock_request_id, outcome=Outcome.EXPIRED)
+        .select_related("driver", "stock_request__station")
+        .first()
+    )
+    if offer is None:
+        logger.warning("notify_eic_assignment_expired: no expired offer %s of request %s", offer_id, stock_request_id)
         return {"notified": 0, "missing": 1}
+    context = {"driver_name": offer.driver.name, "station_name": offer.stock_request.station.name}
     with transaction.atomic():
-        # The claim: a concurrent run of the same notice waits on this row, then updates nothing.
-        claimed = expired.filter(pk=offer_id, eic_notified_at__isnull=True).update(eic_notified_at=Now())
-        if not claimed:
-            if expired.filter(pk=offer_id).exists():
-                return {"notified": 0, "already_notified": 1}
-            logger.warning(
-                "notify_eic_assignment_expired: no expired offer %s (request %s)", offer_id, stock_request_id
-            )
-            return {"notified": 0, "missing": 1}
-        offer = AssignmentOffer.objects.select_related("driver", "stock_request__station").get(pk=offer_id)
-        context = {"driver_name": offer.driver.name, "station_name": offer.stock_request.station.name}
-        users = list(selectors.eic_users())
-        notify_many(
+        written = notify_many(
             NotifyRequest(
                 template="driver_assignment_expired",
                 user=user,
@@ -128,9 +81,9 @@ def eic_notify_assignment_expired(
                 channels=["push"],
                 dedupe_key=f"offer-expired:{offer.pk}:{user.pk}",
             )
-            for user in users
+            for user in selectors.eic_users()
         )
-    return {"notified": len(users)}
+    return {"notified": written}
 
 
 # The one-shot check ---------------------------------------------------------------------
@@ -153,9 +106,13 @@ def assignment_offer_expire(*, stock_request_id: int, offer_id: int) -> dict[str
             return {"expired_count": 0, "already_closed": 1}
         if offer["left"] > timedelta(0):
             # Early by the database's clock: the worker's clock, which timed the eta, is ahead of it.
-            # Wait out what is left, measured on the database's clock.
-            countdown = max(0.1, math.ceil(offer["left"].total_seconds() * 10) / 10)
-            schedule_expiry(stock_request_id=stock_request_id, offer_id=offer_id, countdown=countdown)
+            # Check again once what is left, measured on the database's clock, has passed.
+            expiry_check_add(
+                stock_request_id=stock_request_id,
+                offer_id=offer_id,
+                not_before=timezone.now() + max(offer["left"], timedelta(milliseconds=100)),
+                dedupe_key=f"offer-expiry:{offer_id}:again:{uuid.uuid4()}",
+            )
             return {"expired_count": 0, "rescheduled": 1}
         expired = AssignmentOffer.objects.filter(pk=offer_id, outcome=Outcome.OPEN, expires_at__lte=Now()).update(
             outcome=Outcome.EXPIRED, resolved_at=Now()
@@ -164,7 +121,7 @@ def assignment_offer_expire(*, stock_request_id: int, offer_id: int) -> dict[str
             StockRequest.objects.filter(pk=stock_request_id, status=Status.ASSIGNING).update(
                 **BACK_TO_POOL, updated_at=Now()
             )
-            _enqueue_on_commit([(offer_id, stock_request_id, offer["driver_id"])])
+            _notices_add([(offer_id, stock_request_id, offer["driver_id"])])
     return {"expired_count": expired}
 
 
@@ -173,7 +130,7 @@ def assignment_offer_expire(*, stock_request_id: int, offer_id: int) -> dict[str
 
 def _expire_locked_requests(rows: Sequence[tuple[Any, ...]], *, timeout: int) -> int:
     """Put locked ASSIGNING requests (pk, target_driver_id, assignment_started_at, assignment_mode)
-    back in the pool, close their open offers as EXPIRED, and queue the EIC notices. Four queries."""
+    back in the pool, close their open offers as EXPIRED, and record the EIC notices. Four queries."""
     request_ids = [row[0] for row in rows]
     notices: list[Notice] = list(
         AssignmentOffer.objects.filter(stock_request_id__in=request_ids, outcome=Outcome.OPEN).values_list(
@@ -201,7 +158,7 @@ def _expire_locked_requests(rows: Sequence[tuple[Any, ...]], *, timeout: int) ->
         outcome=Outcome.EXPIRED, resolved_at=Now()
     )
     StockRequest.objects.filter(pk__in=request_ids, status=Status.ASSIGNING).update(**BACK_TO_POOL, updated_at=Now())
-    _enqueue_on_commit(notices)
+    _notices_add(notices)
     return expired
 
 
@@ -229,25 +186,10 @@ def _sweep(candidates: QuerySet[StockRequest], *, timeout: int, chunk_size: int,
     return expired, chunks
 
 
-def _requeue_lost_notices(*, chunk_size: int, max_chunks: int) -> int:
-    requeued = last = 0
-    for _ in range(max_chunks):
-        notices = selectors.assignment_offers_unnotified(
-            older_than_seconds=NOTICE_GRACE_SECONDS, after_pk=last, limit=chunk_size
-        )
-        if notices:
-            _enqueue_expiry_notices(notices)
-            requeued += len(notices)
-        if len(notices) < chunk_size:
-            break
-        last = notices[-1][0]
-    return requeued
-
-
 def stock_requests_expire_assignments(
     *, timeout_seconds: int | None = None, chunk_size: int = EXPIRY_CHUNK_SIZE, max_chunks: int = MAX_CHUNKS_PER_RUN
 ) -> dict[str, int]:
-    """The safety-net sweep behind the one-shot checks, then the re-send of lost EIC notices.
+    """The safety-net sweep behind the one-shot checks.
 
     Without `timeout_seconds`, each open offer expires at its own `expires_at`: the deadline
     the driver was shown, whatever the setting says now. With it, every ASSIGNING request
@@ -272,39 +214,6 @@ def stock_requests_expire_assignments(
         expired, used = _sweep(started_before, timeout=timeout, chunk_size=chunk_size, max_chunks=max_chunks)
     if used >= max_chunks:
         logger.warning("driver assignment sweep: stopped after %d chunks; the next run goes on", used)
-    requeued = _requeue_lost_notices(chunk_size=chunk_size, max_chunks=max_chunks)
-    if expired or requeued:
-        logger.info("driver assignment sweep: %d offers expired, %d lost EIC notices re-sent", expired, requeued)
-    return {"expired_count": expired, "notices_requeued": requeued}
-
-
-# After a worker restart -------------------------------------------------------------------
-
-
-def assignment_expiries_resend(
-    *, chunk_size: int = EXPIRY_CHUNK_SIZE, max_chunks: int = MAX_CHUNKS_PER_RUN
-) -> dict[str, int]:
-    """Send `expire_assignment` again for every open offer whose deadline is still ahead.
-
-    A worker that dies holding eta messages gives them back only after the broker's
-    visibility timeout (2 h); a fresh copy keeps their deadlines to the second. Duplicates
-    are harmless: the second check finds the offer closed.
-    """
-    from config.celery import app
-    from logistics.tasks import expire_assignment as expire_assignment_task
-
-    sent = last = 0
-    for _ in range(max_chunks):
-        rows = list(
-            AssignmentOffer.objects.filter(outcome=Outcome.OPEN, expires_at__gt=Now(), pk__gt=last)
-            .order_by("pk")
-            .values_list("pk", "stock_request_id", "expires_at")[:chunk_size]
-        )
-        with app.producer_or_acquire() as producer:
-            for offer_id, request_id, deadline in rows:
-                expire_assignment_task.apply_async(args=(request_id, offer_id), eta=deadline, producer=producer)
-        sent += len(rows)
-        if len(rows) < chunk_size:
-            break
-        last = rows[-1][0]
-    return {"resent": sent}
+    if expired:
+        logger.info("driver assignment sweep: %d offers expired", expired)
+    return {"expired_count": expired}

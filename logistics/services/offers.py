@@ -6,7 +6,7 @@ update, so each offer ends exactly once, whichever competing call takes the lock
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -14,9 +14,9 @@ from django.db import IntegrityError, transaction
 from django.db.models import BooleanField, ExpressionWrapper, Q
 from django.db.models.functions import Now
 
-from core.transactions import on_commit_robust
+from core.errors import Conflict, Invalid, NotFound
+from core.services.outbox import outbox_add
 from logistics import selectors
-from logistics.exceptions import Conflict, InvalidInput, NotFound
 from logistics.models import AssignmentOffer, Driver, Station, StockRequest
 
 Status = StockRequest.Status
@@ -47,17 +47,18 @@ def lock_request(stock_request_id: int) -> StockRequest:
     return request
 
 
-def schedule_expiry(*, stock_request_id: int, offer_id: int, eta: Any = None, countdown: float | None = None) -> None:
-    """Send `logistics.expire_assignment` for the offer once the current transaction commits.
+def expiry_check_add(*, stock_request_id: int, offer_id: int, not_before: datetime, dedupe_key: str) -> None:
+    """Record the offer's one-shot expiry check in the core outbox, in the current transaction.
 
-    robust: with the broker down the offer still stands (logged), and the 60 s sweep expires it.
+    Published at commit with the deadline as its ETA (the deadline holds however long the
+    message waits); with the broker down the relay publishes it, and the 60 s sweep
+    expires the offer whatever happens to the message.
     """
-    from logistics.tasks import expire_assignment as expire_assignment_task
-
-    options: dict[str, Any] = {"eta": eta} if eta is not None else {"countdown": countdown}
-    on_commit_robust(
-        lambda: expire_assignment_task.apply_async(args=(stock_request_id, offer_id), **options),
-        name="schedule_offer_expiry",
+    outbox_add(
+        task="logistics.expire_assignment",
+        kwargs={"stock_request_id": stock_request_id, "offer_id": offer_id},
+        dedupe_key=dedupe_key,
+        not_before=not_before,
     )
 
 
@@ -82,7 +83,7 @@ def stock_request_offer(
             # Locked: a deactivation committed before this is seen, and one made now waits for this offer.
             driver = Driver.objects.select_for_update(of=("self",)).select_related("user").filter(pk=driver_id).first()
             if driver is None:
-                raise InvalidInput("target_driver", f"No driver with id {driver_id}.")
+                raise Invalid({"target_driver": [f"No driver with id {driver_id}."]})
             if request.station.kind != Station.Kind.DBS:
                 raise Conflict(
                     f"Stock request {request.pk} is for {request.station}, which is not a daughter booster "
@@ -122,8 +123,12 @@ def stock_request_offer(
                 channels=["push"],
                 dedupe_key=f"offer:{offer.pk}:{driver.user_id}",
             )
-            # eta rather than countdown: the deadline holds however long the message waits in the broker.
-            schedule_expiry(stock_request_id=request.pk, offer_id=offer.pk, eta=offer.expires_at)
+            expiry_check_add(
+                stock_request_id=request.pk,
+                offer_id=offer.pk,
+                not_before=offer.expires_at,
+                dedupe_key=f"offer-expiry:{offer.pk}",
+            )
     except IntegrityError as exc:  # the one-open-offer constraint: another EIC user offered it first
         raise Conflict(f"Stock request {stock_request_id} was offered by someone else at the same time.") from exc
     return offer

@@ -3,30 +3,27 @@
 from __future__ import annotations
 
 from notifications.services.delivery import notification_deliver, notification_render
-from notifications.services.devices import push_device_register
-from notifications.services.events import payment_failed_notify, payment_failed_notify_many
 from notifications.services.operations import notification_retry, notifications_recover_stuck
 from notifications.services.outbox import (
     NotifyRequest,
-    enqueue_deliveries,
-    notifications_dispatch,
+    deliveries_record,
+    notifications_write_many,
     notify,
     notify_many,
+    summary_of,
 )
 from notifications.services.templates import notification_templates_install_defaults
 
 __all__ = [
     "NotifyRequest",
-    "enqueue_deliveries",
+    "deliveries_record",
     "notification_deliver",
     "notification_render",
     "notification_retry",
     "notification_templates_install_defaults",
-    "notifications_dispatch",
     "notifications_recover_stuck",
+    "notifications_write_many",
     "notify",
     "notify_many",
-    "payment_failed_notify",
-    "payment_failed_notify_many",
-    "push_device_register",
+    "summary_of",
 ]

@@ -1,4 +1,9 @@
-"""The dead-letter view's Retry, and the recovery of rows a lost message or a dead worker left behind."""
+"""The dead-letter view's Retry, and the recovery of rows a dead worker or a lost retry left behind.
+
+A lost first publish is the core outbox relay's job. What is left here is delivery's own:
+a row left `sending` by a worker killed mid-send, and a row left `pending` whose retry
+message (published by Celery itself) was lost with a broker restart.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +19,7 @@ from django.db.models.functions import Cast, Concat
 from django.utils import timezone
 
 from notifications.models import Notification
-from notifications.services.outbox import enqueue_deliveries
+from notifications.services.outbox import deliveries_record
 
 # Rows re-enqueued per transaction: one indexed SELECT ... FOR UPDATE SKIP LOCKED and one
 # UPDATE each; 500 keeps the locks brief while a backlog of 10,000 takes 20 round trips.
@@ -47,7 +52,7 @@ def notification_retry(*, notification_ids: Sequence[int]) -> dict[str, int]:
         retried = Notification.objects.filter(pk__in=ids, status=Notification.Status.FAILED).update(
             status=Notification.Status.PENDING, next_attempt_at=None, enqueued_at=now, claimed_at=None, updated_at=now
         )
-        enqueue_deliveries(ids)
+        deliveries_record((pk, now) for pk in ids)
     return {"requested": len(set(notification_ids)), "retried": retried}
 
 
@@ -97,7 +102,7 @@ def notifications_recover_stuck(*, older_than_seconds: int | None = None) -> dic
             requeued_pending += Notification.objects.filter(pk__in=pending, status=Notification.Status.PENDING).update(
                 enqueued_at=now, updated_at=now
             )
-            enqueue_deliveries(sending + pending)
+            deliveries_record((pk, now) for pk in sending + pending)
     return {
         "threshold_seconds": threshold,
         "candidates": len(candidates),

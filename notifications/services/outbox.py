@@ -1,4 +1,8 @@
-"""Writing to the outbox: `notify` for one message, `notify_many` for a sweep's thousands."""
+"""Writing notifications: `notify` for one message, `notify_many` for a sweep's thousands.
+
+Each pending row gets a `notifications.deliver` intent in the core outbox, in the caller's
+transaction, so a message commits (or rolls back) with the change that caused it.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +10,12 @@ import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from functools import partial
 from itertools import islice
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from django.utils import timezone
 
-from core.transactions import on_commit_robust
+from core.services.outbox import Intent, outbox_add_many
 from notifications.exceptions import InvalidAddress
 from notifications.models import Channel, Notification, NotificationTemplate, PushDevice
 from notifications.validation import email_validate, looks_like_email, phone_validate
@@ -22,14 +25,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-# One INSERT and one broker connection per chunk; 500 rows of a few hundred bytes each
-# keep a statement well under a second on PostgreSQL while still batching the round trips.
-CHUNK_SIZE = 500
-
-# "each": one `notifications.deliver` message per row, published by the caller at commit.
-# "batch": one `notifications.deliver_batch` message per call; the notifications worker fans
-# it out, so a caller writing thousands of rows in its own transaction publishes once.
-Dispatch = Literal["each", "batch"]
+# One INSERT of rows and one of delivery intents per chunk: 1,000 requests (2,000 rows for
+# email + SMS) keep each statement well under a second on PostgreSQL.
+CHUNK_SIZE = 1000
 
 
 @dataclass(frozen=True)
@@ -69,25 +67,23 @@ def notify(
     # A concurrent call with the same key waits here on the unique index, then inserts nothing.
     Notification.objects.bulk_create(rows, ignore_conflicts=True)
     saved = list(Notification.objects.filter(dedupe_group=dedupe_key).order_by("pk"))
-    enqueue_deliveries([n.pk for n in saved if n.status == Notification.Status.PENDING])
+    deliveries_record((n.pk, n.enqueued_at) for n in saved if n.status == Notification.Status.PENDING)
     return saved
 
 
-def notify_many(requests: Iterable[NotifyRequest], *, dispatch: Dispatch = "each") -> int:
-    """`notify` for many requests at once: rows by bulk_create, deliveries sent in chunks.
+def notify_many(requests: Iterable[NotifyRequest]) -> int:
+    """`notify` for many requests at once: rows by bulk_create, a delivery intent per row, in chunks.
 
-    Returns how many outbox rows were written; requests whose `dedupe_key` already has
-    rows are skipped. With `dispatch="batch"` the whole call publishes one message.
+    Returns how many rows were written; requests whose `dedupe_key` already has rows are
+    skipped. Two concurrent calls with the same keys write each row once (the unique key
+    decides), but each may count it.
     """
-    return len(outbox_write_many(requests, dispatch=dispatch))
+    return len(notifications_write_many(requests))
 
 
-def outbox_write_many(
-    requests: Iterable[NotifyRequest], *, dispatch: Dispatch = "each", chunk_size: int = CHUNK_SIZE
-) -> list[Notification]:
+def notifications_write_many(requests: Iterable[NotifyRequest], *, chunk_size: int = CHUNK_SIZE) -> list[Notification]:
     """The rows `notify_many` wrote (not saved instances: no pk), for callers that need more than a count."""
     written: list[Notification] = []
-    pending_all: list[int] = []
     iterator = iter(requests)
     while chunk := list(islice(iterator, chunk_size)):
         for request in chunk:
@@ -100,57 +96,37 @@ def outbox_write_many(
         rows = _build_rows(fresh, templates=_templates_for(fresh), devices=_devices_for(fresh))
         # A single INSERT is atomic on its own; no savepoint needed inside the caller's transaction.
         Notification.objects.bulk_create(rows, ignore_conflicts=True)
-        pending = list(
-            Notification.objects.filter(dedupe_key__in=[r.dedupe_key for r in rows], status=Notification.Status.PENDING)
-            .order_by("pk")
-            .values_list("pk", flat=True)
-        )
-        if dispatch == "each":
-            enqueue_deliveries(pending)
-        else:
-            pending_all.extend(pending)
+        pending = Notification.objects.filter(
+            dedupe_key__in=[r.dedupe_key for r in rows], status=Notification.Status.PENDING
+        ).order_by("pk")
+        deliveries_record(pending.values_list("pk", "enqueued_at"))
         written.extend(rows)
-    if pending_all:
-        enqueue_delivery_batch(pending_all)
     return written
 
 
-def enqueue_deliveries(notification_ids: Sequence[int]) -> None:
-    """Send `notifications.deliver` for each id once the current transaction commits.
+def deliveries_record(rows: Iterable[tuple[int, datetime | None]]) -> int:
+    """Record a `notifications.deliver` intent per (notification id, enqueued_at) in the core outbox.
 
-    robust: a broker outage must not undo the caller's commit; the rows stay pending and
-    the recovery job enqueues them later.
+    Published when the caller's transaction commits; the outbox relay publishes what that
+    misses. The key includes `enqueued_at`, which every retry and recovery moves on, so a
+    row put back to pending gets a fresh intent while a repeated call adds nothing.
     """
-    ids = list(notification_ids)
-    for start in range(0, len(ids), CHUNK_SIZE):
-        on_commit_robust(partial(_publish, ids[start : start + CHUNK_SIZE]), name="publish_notification_deliveries")
+    return outbox_add_many(
+        Intent(
+            task="notifications.deliver",
+            kwargs={"notification_id": pk},
+            dedupe_key=f"notification:{pk}:{enqueued_at.timestamp() if enqueued_at else 0:.6f}",
+        )
+        for pk, enqueued_at in rows
+    )
 
 
-def enqueue_delivery_batch(notification_ids: Sequence[int]) -> None:
-    """One `notifications.deliver_batch` message for all ids once the current transaction commits.
-
-    If that message is lost the rows stay pending and the recovery job enqueues them.
-    """
-    from notifications.tasks import deliver_batch as deliver_batch_task
-
-    ids = list(notification_ids)
-    if ids:
-        on_commit_robust(lambda: deliver_batch_task.delay(ids), name="publish_notification_delivery_batch")
-
-
-def notifications_dispatch(*, notification_ids: Sequence[int]) -> dict[str, int]:
-    """Publish one `notifications.deliver` per id over one producer connection (deliver_batch's body)."""
-    ids = list(dict.fromkeys(int(pk) for pk in notification_ids))
-    _publish(ids)
-    return {"enqueued": len(ids)}
-
-
-def _publish(ids: list[int]) -> None:
-    from notifications.tasks import deliver as deliver_task
-
-    with deliver_task.app.producer_or_acquire() as producer:
-        for pk in ids:
-            deliver_task.apply_async((pk,), producer=producer)
+def summary_of(rows: Sequence[Notification], **extra: Any) -> dict[str, Any]:
+    """What the send tasks return (and the results store keeps): ids, channels and outcomes, never the body."""
+    return {
+        **extra,
+        "notifications": [{"id": n.pk, "channel": n.channel, "status": n.status, "error": n.last_error} for n in rows],
+    }
 
 
 def _check_request(request: NotifyRequest) -> None:

@@ -43,9 +43,6 @@ class Order(models.Model):
     # Set by the transaction that cancels the order, so the chunk's later statements find
     # "the orders I just claimed" with a small indexed query instead of a list of ids.
     claim_token = models.UUIDField(null=True, blank=True, editable=False, db_index=True)
-    # The durable intent to tell the customer: NULL on a cancelled order means "payment_failed
-    # not written yet"; set in the transaction that writes the outbox rows, so exactly once.
-    payment_failed_notified_at = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -59,13 +56,6 @@ class Order(models.Model):
                 condition=models.Q(status="pending_payment"),
             ),
             models.Index(fields=["customer", "-created_at"], name="order_customer_recent"),
-            # The safety net's lookup of cancelled orders still waiting for their notice: empty
-            # in steady state, so scanning it every hour costs nothing.
-            models.Index(
-                fields=["cancelled_at"],
-                name="order_cancelled_unnotified",
-                condition=models.Q(status="cancelled", payment_failed_notified_at__isnull=True),
-            ),
         ]
 
     def __str__(self) -> str:

@@ -18,11 +18,13 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F, QuerySet, Sum
+from django.db.models import F, Prefetch, QuerySet, Sum
 from django.utils import timezone
 
-from core.transactions import on_commit_robust
-from notifications.services import payment_failed_notify_many
+from core.errors import Conflict, Invalid, NotFound
+from core.services.outbox import outbox_add
+from notifications.models import Channel
+from notifications.services import NotifyRequest, notify, notify_many, summary_of
 from payments import selectors
 from payments.models import Order, OrderItem, PaymentTransaction, Product
 
@@ -32,34 +34,36 @@ logger = logging.getLogger(__name__)
 # tests/benchmarks/payment_timeouts.py, 500 and 2,000 were within 10 % of it, and
 # 1,000 keeps each transaction (and the rows it locks) well under a second.
 SWEEP_CHUNK_SIZE = 1000
-# Ids per payments.notify_payment_failed message (the sweep's chunk, and the safety net's).
-NOTICE_CHUNK_SIZE = 1000
-# A cancelled order still unnotified this long after its cancellation lost its message
-# (broker down at commit, worker crash before commit): the next sweep run re-sends it.
-NOTICE_GRACE = timedelta(minutes=10)
 MIN_TIMEOUT_DAYS = 1
 MAX_TIMEOUT_DAYS = 365
 
 
-class OrderError(Exception):
-    """A business rule refused the operation; the message says why."""
+# The errors are the core vocabulary (404 / 409 / 400 in the API, exit codes in the CLI);
+# the names say which rule refused.
 
 
-class UnknownProduct(OrderError):
+class OrderInvalid(Invalid):
+    """The order as asked cannot exist (no items, a quantity below 1, mixed currencies, unknown products)."""
+
+    def __init__(self, message: str, *, field: str = "items") -> None:
+        super().__init__({field: [message]}, detail=message)
+
+
+class UnknownProduct(OrderInvalid):
     pass
 
 
-class InsufficientStock(OrderError):
+class InsufficientStock(Conflict):
     def __init__(self, *, sku: str, requested: int, available: int) -> None:
         self.sku, self.requested, self.available = sku, requested, available
         super().__init__(f"Not enough stock for {sku}: {requested} requested, {available} available.")
 
 
-class OrderNotFound(OrderError):
+class OrderNotFound(NotFound):
     pass
 
 
-class OrderNotPayable(OrderError):
+class OrderNotPayable(Conflict):
     pass
 
 
@@ -89,9 +93,9 @@ def order_place(*, customer_id: int, items: Mapping[int, int], order_id: uuid.UU
     `order_id` lets an import or the demo data choose a stable id.
     """
     if not items:
-        raise OrderError("An order needs at least one item.")
+        raise OrderInvalid("An order needs at least one item.")
     if any(qty <= 0 for qty in items.values()):
-        raise OrderError("Every quantity must be at least 1.")
+        raise OrderInvalid("Every quantity must be at least 1.")
     with transaction.atomic():
         products = list(Product.objects.select_for_update().filter(pk__in=list(items)).order_by("pk"))
         missing = set(items) - {p.pk for p in products}
@@ -99,7 +103,7 @@ def order_place(*, customer_id: int, items: Mapping[int, int], order_id: uuid.UU
             raise UnknownProduct(f"Unknown product id(s): {', '.join(str(m) for m in sorted(missing))}.")
         currencies = {p.currency for p in products}
         if len(currencies) > 1:
-            raise OrderError(f"An order is in one currency; these products mix {', '.join(sorted(currencies))}.")
+            raise OrderInvalid(f"An order is in one currency; these products mix {', '.join(sorted(currencies))}.")
         for product in products:
             if product.stock < items[product.pk]:
                 raise InsufficientStock(sku=product.sku, requested=items[product.pk], available=product.stock)
@@ -259,20 +263,6 @@ class _ChunkResult:
     transactions_cancelled: int = 0
 
 
-def _payment_failed_notice_send(order_ids: Sequence[uuid.UUID | str]) -> None:
-    """One `payments.notify_payment_failed` message for `order_ids` once the current transaction commits.
-
-    Robust: a broker refusing it is logged and the caller goes on. Nothing is lost, the
-    orders stay cancelled with `payment_failed_notified_at` NULL and the next sweep run
-    re-sends them (`_payment_failed_notices_resend`).
-    """
-    from payments.tasks.orders import notify_payment_failed
-
-    ids = [str(pk) for pk in order_ids]
-    if ids:
-        on_commit_robust(lambda: notify_payment_failed.delay(ids), name="send_payment_failed_notice")
-
-
 def _orders_cancel_chunk(
     *, candidates: QuerySet[Order], cutoff: datetime, now: datetime, skip_locked: bool
 ) -> _ChunkResult:
@@ -280,11 +270,11 @@ def _orders_cancel_chunk(
 
     A constant number of statements whatever the chunk's size: claim (lock and update in
     one), lock the products, one aggregate-and-update of stock, one update of open
-    transactions, one read of the claimed ids. Stock is restored only for the orders this
-    transaction moved out of pending_payment (its claim token), so it is restored exactly
-    once. The customers are told after the commit, by one `payments.notify_payment_failed`
-    message for the chunk: the order row (cancelled, `payment_failed_notified_at` NULL) is
-    the durable intent, so writing 2,000 outbox rows does not lengthen the locks held here.
+    transactions, one read of the claimed ids, one outbox intent. Stock is restored only for
+    the orders this transaction moved out of pending_payment (its claim token), so it is
+    restored exactly once. The customers are told by one `payments.notify_payment_failed`
+    intent for the chunk, recorded in this transaction: the notices commit with the
+    cancellation, and writing 2,000 notification rows does not lengthen the locks held here.
     """
     result = _ChunkResult()
     token = uuid.uuid4()
@@ -317,7 +307,11 @@ def _orders_cancel_chunk(
             order__claim_token=token, status__in=PaymentTransaction.NON_TERMINAL
         ).update(status=PaymentTransaction.Status.CANCELLED, updated_at=now)
         result.cancelled_ids = list(Order.objects.filter(claim_token=token).values_list("pk", flat=True))
-        _payment_failed_notice_send(result.cancelled_ids)
+        outbox_add(
+            task="payments.notify_payment_failed",
+            kwargs={"order_ids": [str(pk) for pk in result.cancelled_ids]},
+            dedupe_key=f"payment-failed:{token}",
+        )
     return result
 
 
@@ -349,7 +343,7 @@ def _stock_restore(*, claim_token: uuid.UUID, now: datetime) -> int:
 def _timeout_days(older_than_days: int | None) -> int:
     days = settings.PAYMENT_TIMEOUT_DAYS if older_than_days is None else int(older_than_days)
     if not MIN_TIMEOUT_DAYS <= days <= MAX_TIMEOUT_DAYS:
-        raise ValueError(f"older_than_days must be between {MIN_TIMEOUT_DAYS} and {MAX_TIMEOUT_DAYS}, got {days}.")
+        raise Invalid({"older_than_days": [f"Must be between {MIN_TIMEOUT_DAYS} and {MAX_TIMEOUT_DAYS}, got {days}."]})
     return days
 
 
@@ -357,9 +351,7 @@ def orders_cancel_expired(*, older_than_days: int | None = None, chunk_size: int
     """Cancel every order still pending payment `older_than_days` after it was placed.
 
     Safe to run on several workers at once: each chunk locks its orders with SKIP
-    LOCKED, so an order another worker (or a payment) holds is left to it. First, it
-    re-sends the payment_failed notices that earlier runs could not (see
-    `_payment_failed_notices_resend`).
+    LOCKED, so an order another worker (or a payment) holds is left to it.
     """
     days = _timeout_days(older_than_days)
     now = timezone.now()
@@ -367,7 +359,6 @@ def orders_cancel_expired(*, older_than_days: int | None = None, chunk_size: int
     summary: dict[str, Any] = {
         "older_than_days": days,
         "cutoff": cutoff.isoformat(),
-        "notices_resent": _payment_failed_notices_resend(now=now),
         "orders_cancelled": 0,
         "units_restored": 0,
         "transactions_cancelled": 0,
@@ -429,61 +420,88 @@ def order_cancel_expired(*, order_id: str, older_than_days: int | None = None) -
 # Telling the customers ---------------------------------------------------------------
 
 
-def _payment_failed_notices_resend(*, now: datetime) -> int:
-    """Re-send `payments.notify_payment_failed` for orders cancelled over NOTICE_GRACE ago and still unnotified.
-
-    The safety net for a message lost between the cancellation's commit and the notify
-    task's commit. Walks the partial index `order_cancelled_unnotified` (empty in steady
-    state), one message per NOTICE_CHUNK_SIZE ids. An order whose message is only late is
-    sent twice, which the task absorbs. Returns the number of orders re-sent.
-    """
-    resent = 0
-    after = None
-    while True:
-        page = selectors.orders_unnotified_page(
-            cancelled_before=now - NOTICE_GRACE, after=after, limit=NOTICE_CHUNK_SIZE
-        )
-        if not page:
-            return resent
-        after = page[-1]
-        _payment_failed_notice_send([pk for _, pk in page])
-        resent += len(page)
-
-
 def orders_notify_payment_failed(*, order_ids: Sequence[uuid.UUID | str]) -> dict[str, int]:
-    """Write the payment_failed notifications of these cancelled orders, each exactly once.
+    """Write the payment_failed notifications (email and SMS) of these cancelled orders, each once.
 
-    One transaction: lock the orders (SKIP LOCKED: one another worker is notifying is
-    its), mark the cancelled and unnotified ones notified with a conditional update, and
-    write their outbox rows with `payment_failed_notify_many` (which publishes one
-    `notifications.deliver_batch` at commit). A rollback leaves neither the mark nor the
-    rows, so the safety net re-sends them. Summary: `orders` (distinct valid ids),
-    `notified`, `already_notified`, and `skipped` (unknown, not cancelled, or locked by
-    another worker right now).
+    The consumer of the sweep's outbox intents: idempotent through the notifications'
+    dedupe key (`payment_failed:<order id>`), so a relay that publishes an intent twice, or
+    two workers running it at once, write each order's messages once. A constant number of
+    queries per call. Summary: `orders` (distinct ids given), `notified` (cancelled orders
+    found), `skipped` (unknown or not cancelled), `notifications_written`.
     """
     given = list(dict.fromkeys(str(pk) for pk in order_ids))
     wanted = [pk for pk in map(_uuid_or_none, given) if pk is not None]
-    summary = {"orders": len(given), "notified": 0, "already_notified": 0, "skipped": 0}
-    now = timezone.now()
     with transaction.atomic():
-        locked = list(
-            Order.objects.filter(pk__in=wanted)
-            .select_for_update(skip_locked=True)
-            .values_list("pk", "status", "payment_failed_notified_at")
+        orders = list(
+            # In key order, so two workers on the same ids insert in the same order and queue
+            # behind each other on the unique keys instead of deadlocking.
+            Order.objects.filter(pk__in=wanted, status=Order.Status.CANCELLED)
+            .order_by("pk")
+            .select_related("customer")
+            .prefetch_related(Prefetch("items", queryset=OrderItem.objects.select_related("product").order_by("pk")))
         )
-        due = [pk for pk, status, notified_at in locked if status == Order.Status.CANCELLED and notified_at is None]
-        summary["already_notified"] = sum(1 for _, _, notified_at in locked if notified_at is not None)
-        if due:
-            # Conditional as well as locked: the NULL is the rule, whatever path wrote the row.
-            marked = Order.objects.filter(
-                pk__in=due, status=Order.Status.CANCELLED, payment_failed_notified_at__isnull=True
-            ).update(payment_failed_notified_at=now)
-            if marked != len(due):
-                raise RuntimeError(f"{len(due) - marked} locked orders changed under their lock; nothing written.")
-            payment_failed_notify_many(order_ids=due)
-        summary["notified"] = len(due)
-    summary["skipped"] = summary["orders"] - summary["notified"] - summary["already_notified"]
-    return summary
+        written = notify_many(
+            NotifyRequest(
+                template="payment_failed",
+                user=order.customer,
+                context=order_notice_context(order),
+                channels=[Channel.EMAIL, Channel.SMS],
+                dedupe_key=f"payment_failed:{order.pk}",
+            )
+            for order in orders
+        )
+    if len(orders) < len(given):
+        logger.warning("payment_failed: %d of %d orders unknown or not cancelled; skipped", len(given) - len(orders), len(given))
+    return {
+        "orders": len(given),
+        "notified": len(orders),
+        "skipped": len(given) - len(orders),
+        "notifications_written": written,
+    }
+
+
+ORDER_EVENTS = ("order_confirmation", "order_shipped", "payment_failed")
+
+
+def order_event_notify(*, event: str, order_id: str) -> dict[str, Any]:
+    """One event (`order_confirmation`, `order_shipped`, `payment_failed`) to the order's customer, once per order."""
+    if event not in ORDER_EVENTS:
+        raise Invalid({"event": [f"Unknown order event {event!r}; one of {', '.join(ORDER_EVENTS)}."]})
+    order = selectors.order_get(order_id=order_id)
+    if order is None:
+        logger.warning("%s: order %s does not exist", event, order_id)
+        return {"order_id": str(order_id), "outcome": "not_found"}
+    rows = notify(
+        template=event,
+        user=order.customer,
+        context=order_notice_context(order),
+        channels=[Channel.EMAIL, Channel.SMS],
+        dedupe_key=f"{event}:{order.pk}",
+    )
+    return summary_of(rows, order_id=str(order.pk), outcome="notified")
+
+
+def order_notice_context(order: Order) -> dict[str, Any]:
+    """What the order templates show: built here, so notifications never reads payments' tables."""
+    customer = order.customer
+    items = [
+        {"product": item.product.name, "quantity": item.quantity, "unit_price": str(item.unit_price)}
+        for item in sorted(order.items.all(), key=lambda i: i.pk)
+    ]
+    return {
+        "order_id": str(order.pk),
+        # The whole id: its first 8 hex digits collide from about 77,000 orders on.
+        "order_number": str(order.pk).upper(),
+        "customer_name": customer.get_full_name() or customer.get_username(),
+        "total": str(order.total),
+        "currency": order.currency,
+        "status": order.status,
+        "payment_status": order.payment_status,
+        "cancel_reason": order.cancel_reason or "",
+        "created_at": order.created_at.date().isoformat() if order.created_at else "",
+        "tracking_number": "",
+        "items": items,
+    }
 
 
 def _uuid_or_none(value: str) -> uuid.UUID | None:

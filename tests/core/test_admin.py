@@ -71,12 +71,12 @@ def test_run_now_on_periodic_tasks_goes_through_the_scheduler_service(
 def test_the_job_catalog_page_lists_jobs_and_runs_one(
     admin_client_: Client, django_capture_on_commit_callbacks: Any
 ) -> None:
-    page = admin_client_.get("/admin/core/job/")
+    page = admin_client_.get("/admin/core/jobcatalogentry/")
     assert page.status_code == 200
     assert "beat_heartbeat" in page.content.decode() and "Run now" in page.content.decode()
 
     with django_capture_on_commit_callbacks(execute=True):
-        admin_client_.post("/admin/core/job/sleep/run/")
+        admin_client_.post("/admin/core/jobcatalogentry/sleep/run/")
 
     assert JobRun.objects.get().source == "admin"
 
@@ -108,13 +108,13 @@ def test_staff_without_the_run_permission_see_jobs_but_cannot_run_them(client: C
     viewer = User.objects.create_user("viewer", password="pw", is_staff=True)
     client.force_login(viewer)
 
-    page = client.get("/admin/core/job/")
+    page = client.get("/admin/core/jobcatalogentry/")
     assert page.status_code == 200 and 'value="Run now"' not in page.content.decode()
-    assert client.post("/admin/core/job/sleep/run/").status_code == 403
+    assert client.post("/admin/core/jobcatalogentry/sleep/run/").status_code == 403
     assert not JobRun.objects.exists()
 
 
 def test_non_staff_users_cannot_reach_the_admin(client: Client) -> None:
     user = User.objects.create_user("plain", password="pw")
     client.force_login(user)
-    assert client.get("/admin/core/job/").status_code == 302
+    assert client.get("/admin/core/jobcatalogentry/").status_code == 302

@@ -133,34 +133,39 @@ def test_a_worker_killed_mid_send_leaves_the_row_sending_and_the_recovery_job_se
     assert calls == [{"To": "+14155552671", "Body": "order AB12 paid", "From": "+15005550006"}] * 2
 
 
-def test_payment_failed_written_in_the_sweeps_transaction_is_delivered_through_one_batch_message(
+def test_rows_written_in_a_callers_transaction_are_published_through_the_core_outbox_and_sent_once(
     start_worker: Callable[..., Any], httpserver: HTTPServer
 ) -> None:
-    # Given 20 unpaid orders and a worker on the notifications queue
-    from decimal import Decimal
-
-    from django.apps import apps
+    # Given 20 customers and a worker on the notifications queue
     from django.db import transaction
 
-    from core.models import User
-    from notifications.services import payment_failed_notify_many
+    from core.models import OutboxIntent, User
+    from notifications.services import NotifyRequest, notify_many
 
     httpserver.expect_request(TWILIO_PATH).respond_with_json({"sid": "SM1"}, status=201)
-    customer = User.objects.create_user(username="c", email="c@example.com", phone_number="+14155552671")
-    Order = apps.get_model("payments", "Order")
-    orders = Order.objects.bulk_create(
-        [Order(customer=customer, currency="EUR", total=Decimal("9.00")) for _ in range(20)]
-    )
+    customers = [
+        User.objects.create_user(username=f"c{i}", email=f"c{i}@example.com", phone_number="+14155552671")
+        for i in range(20)
+    ]
     worker = start_worker(queues="notifications", **_twilio_env(httpserver))
-    # When the sweep's chunk transaction notifies them and commits
+    # When a caller writes an email and an SMS for each in its own transaction and commits
     with transaction.atomic():
-        written = payment_failed_notify_many(order_ids=[o.pk for o in orders])
-    # Then all 40 rows (email and SMS) end sent, each once
+        written = notify_many(
+            NotifyRequest(
+                template="payment_failed",
+                user=c,
+                context={"order_number": f"AB{i}", "total": "9.00", "currency": "EUR", "items": []},
+                channels=["email", "sms"],
+                dedupe_key=f"e2e:{c.pk}",
+            )
+            for i, c in enumerate(customers)
+        )
+    # Then all 40 rows (email and SMS) end sent, each once, through one published intent per row
     assert written == 40
     wait_for(
         lambda: Notification.objects.filter(status="sent").count() == 40,
         timeout=60,
-        message=f"the 40 payment_failed notifications to be sent; worker log at {worker.log}",
+        message=f"the 40 notifications to be sent; worker log at {worker.log}",
     )
     assert len(httpserver.log) == 20
-    assert "notifications.deliver_batch" in worker.log.read_text()
+    assert OutboxIntent.objects.filter(task_name="notifications.deliver", published_at__isnull=False).count() == 40

@@ -15,7 +15,9 @@ from core.scheduler import SchedulerService
 from payments.models import ExchangeRate, Order, Product
 from payments.tasks import cancel_expired_order
 from tests.e2e.conftest import wait_for
-from tests.payments.factories import BrokerQueue, make_product, payment_failed_rows, seed_orders, unnotified_ids
+from tests.support.broker import sent_tasks
+from tests.support.factories.payments import make_product, payment_failed_rows, seed_orders
+from tests.support.outbox import intents
 
 pytestmark = pytest.mark.e2e
 
@@ -60,15 +62,14 @@ def test_payment_timeouts_triggered_from_the_shell_runs_on_the_payments_worker_a
     }
     status = SchedulerService.get_task_status("payment_timeouts")
     assert isinstance(status, dict) and status["last_status"] == "succeeded"
-    # The chunk sent one payments.notify_payment_failed; the worker wrote each customer's rows
-    # (no phone: SMS skipped), marked the orders, and the notifications queue delivered the emails.
+    # The chunk recorded one payments.notify_payment_failed intent, published at commit; the worker
+    # wrote each customer's rows (no phone: SMS skipped), and the notifications queue delivered the emails.
     expected = {
         **{(str(o.pk), "email"): "sent" for o in expired},
         **{(str(o.pk), "sms"): "cancelled" for o in expired},
     }
     wait_for(lambda: payment_failed_rows() == expected, timeout=60, message="the 30 payment_failed emails sent")
-    assert unnotified_ids() == set()
-    assert run.summary["notices_resent"] == 0
+    assert intents(published=False) == []
 
 
 def test_exchange_rates_triggered_from_the_shell_fetches_the_feed_from_the_worker(
@@ -99,17 +100,14 @@ def test_cancel_expired_order_sent_twice_per_order_to_two_workers_cancels_each_o
     outcomes = Counter(r.get(timeout=60)["outcome"] for r in results)
     assert outcomes == {"cancelled": 60, "not_pending": 60}
     assert set(Product.objects.values_list("stock", flat=True)) == {1000}
-    # Each cancellation sent its notify message to the same workers: one row per order and channel
-    # (payment_failed_rows refuses duplicates), each order marked, each email announced once.
+    # Each cancellation recorded its notify intent for the same workers: one row per order and
+    # channel (payment_failed_rows refuses duplicates), each email row published for delivery once.
     expected = {
         **{(str(o.pk), "email"): "pending" for o in orders},
         **{(str(o.pk), "sms"): "cancelled" for o in orders},
     }
     wait_for(lambda: payment_failed_rows() == expected, timeout=60, message="the 60 orders' payment_failed rows")
-    assert unnotified_ids() == set()
-    announced = Counter(
-        i for m in BrokerQueue("notifications").tasks("notifications.deliver_batch") for i in m["args"][0]
-    )
+    announced = Counter(t.kwargs["notification_id"] for t in sent_tasks("notifications", "notifications.deliver"))
     assert len(announced) == 60 and set(announced.values()) == {1}
 
 

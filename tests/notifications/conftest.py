@@ -110,36 +110,3 @@ def smtp_server() -> Iterator[RecordingHandler]:
             yield handler
     finally:
         controller.stop()
-
-
-class Broker:
-    """The test broker's `notifications` queue, read directly from Redis."""
-
-    def __init__(self) -> None:
-        import redis
-        from django.conf import settings
-
-        assert int(settings.CELERY_BROKER_URL.rsplit("/", 1)[-1]) >= 2
-        self.client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
-
-    def messages(self, queue: str = "notifications") -> list[tuple[str, list[Any], dict[str, Any]]]:
-        import base64
-        import json
-
-        out = []
-        for raw in self.client.lrange(queue, 0, -1):
-            message = json.loads(raw)
-            args, kwargs, _ = json.loads(base64.b64decode(message["body"]))
-            out.append((message["headers"]["task"], args, kwargs))
-        return list(reversed(out))  # kombu LPUSHes: oldest last
-
-    def delivery_ids(self) -> list[int]:
-        return [args[0] for task, args, _ in self.messages() if task == "notifications.deliver"]
-
-
-@pytest.fixture
-def broker() -> Iterator[Broker]:
-    b = Broker()
-    b.client.flushdb()
-    yield b
-    b.client.flushdb()

@@ -59,7 +59,7 @@ def test_a_row_whose_workers_died_mid_send_four_times_is_failed_instead_of_sent_
     an_hour_ago = timezone.now() - timedelta(hours=1)
     Notification.objects.filter(pk=poison.pk).update(status="sending", claimed_at=an_hour_ago, attempts=4)
     Notification.objects.filter(pk=once.pk).update(status="sending", claimed_at=an_hour_ago, attempts=1)
-    broker.client.flushdb()
+    broker.flush()
     # When recovery runs
     with django_capture_on_commit_callbacks(execute=True):
         summary = notifications_recover_stuck()
@@ -77,7 +77,7 @@ def test_one_run_looks_at_a_bounded_number_of_rows_oldest_first(
     # Given 8 stuck rows and a bound of 5 per run
     monkeypatch.setattr("notifications.services.operations.RECOVERY_MAX_PER_RUN", 5)
     ids = [_sms(f"b{i}").pk for i in range(8)]
-    broker.client.flushdb()
+    broker.flush()
     start = timezone.now()
     # When recovery runs twice
     with time_machine.travel(start + timedelta(minutes=6)), django_capture_on_commit_callbacks(execute=True):
@@ -157,7 +157,7 @@ def test_two_recovery_runs_at_once_re_enqueue_each_row_once(broker: Any) -> None
     # Given 30 rows stuck in sending
     ids = [_sms(f"k{i}").pk for i in range(30)]
     Notification.objects.filter(pk__in=ids).update(status="sending", claimed_at=timezone.now() - timedelta(hours=1))
-    broker.client.flushdb()  # their first delivery messages are the ones "lost"
+    broker.flush()  # their first delivery messages are the ones "lost"
     barrier = threading.Barrier(2)
     summaries: list[dict[str, Any]] = []
 

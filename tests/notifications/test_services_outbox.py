@@ -171,7 +171,7 @@ def test_notify_many_writes_rows_in_bulk_and_skips_keys_already_notified(
         for i in range(120)
     ]
     # When 120 requests go through notify_many
-    with django_capture_on_commit_callbacks(execute=True), django_assert_max_num_queries(12):
+    with django_capture_on_commit_callbacks(execute=True), django_assert_max_num_queries(14):
         written = notify_many(requests)
     # Then 119 new requests x 2 channels were written and enqueued, in a handful of queries
     assert written == 238
@@ -211,21 +211,19 @@ def test_two_concurrent_notify_calls_with_the_same_key_write_one_set_of_rows(bro
     assert results[0] == results[1]
 
 
-def test_a_broker_failure_at_commit_leaves_the_rows_pending_and_recovery_sends_them(
+def test_a_broker_failure_at_commit_leaves_the_row_pending_and_the_outbox_relay_sends_it(
     broker: Any, django_capture_on_commit_callbacks: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from datetime import timedelta
+    from kombu.exceptions import OperationalError
 
-    import time_machine
-    from django.utils import timezone
+    from core.services import outbox
+    from tests.support.outbox import relay
 
-    from notifications.services import notifications_recover_stuck, outbox
-
-    def broker_down(*args: Any, **kwargs: Any) -> None:
-        raise ConnectionError("broker unreachable")
+    def broker_down(messages: Any) -> None:
+        raise OperationalError("broker unreachable")
 
     # Given the broker refuses the delivery message when the caller commits
-    monkeypatch.setattr(outbox, "_publish", broker_down)
+    monkeypatch.setattr(outbox, "messages_publish", broker_down)
     with django_capture_on_commit_callbacks(execute=True):
         row = notify(template="raw_sms", to="+14155552671", context={"body": "hi"}, channels=["sms"], dedupe_key="k")[0]
     # Then the caller saw no error, the row is kept pending, and nothing reached the broker
@@ -233,12 +231,10 @@ def test_a_broker_failure_at_commit_leaves_the_rows_pending_and_recovery_sends_t
     assert row.status == "pending"
     assert broker.delivery_ids() == []
 
-    # When the broker is back and the recovery job runs after its threshold
+    # When the broker is back and the outbox relay runs
     monkeypatch.undo()
-    with (
-        time_machine.travel(timezone.now() + timedelta(minutes=6)),
-        django_capture_on_commit_callbacks(execute=True),
-    ):
-        notifications_recover_stuck()
-    # Then the row is enqueued for delivery
+    relay()
+    # Then the row is enqueued for delivery, once
+    assert broker.delivery_ids() == [row.pk]
+    relay()
     assert broker.delivery_ids() == [row.pk]

@@ -7,7 +7,7 @@ from core.models import User
 from payments.demo import load_demo_data
 from payments.models import ExchangeRate, Order, OrderItem, PaymentTransaction, Product
 from payments.services.orders import orders_cancel_expired
-from tests.payments.factories import make_product, place
+from tests.support.factories.payments import make_product, place
 
 pytestmark = pytest.mark.django_db
 

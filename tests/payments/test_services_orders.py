@@ -7,18 +7,18 @@ from typing import Any
 
 import pytest
 import time_machine
-from celery.app.task import Task
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from kombu.exceptions import OperationalError
 
-from core.models import User
+from core.errors import Invalid
+from core.models import OutboxIntent, User
 from payments.models import Order, PaymentTransaction, Product
 from payments.services import orders as order_services
 from payments.services.orders import (
     InsufficientStock,
-    OrderError,
+    OrderInvalid,
     PaymentMismatch,
     PaymentNeedsRefund,
     UnknownProduct,
@@ -29,8 +29,8 @@ from payments.services.orders import (
     payment_initiate,
 )
 from payments.tasks import notify_payment_failed
-from tests.payments.factories import (
-    BrokerQueue,
+from tests.support.broker import BrokerProbe
+from tests.support.factories.payments import (
     make_product,
     notice_ids,
     pay,
@@ -38,8 +38,8 @@ from tests.payments.factories import (
     pending_payment_failed_ids,
     place,
     stock_of,
-    unnotified_ids,
 )
+from tests.support.outbox import intents, relay
 
 pytestmark = pytest.mark.django_db
 
@@ -82,9 +82,9 @@ def test_unknown_products_zero_quantities_and_mixed_currencies_are_refused(custo
 
     with pytest.raises(UnknownProduct):
         order_place(customer_id=customer.pk, items={999_999: 1})
-    with pytest.raises(OrderError, match="at least 1"):
+    with pytest.raises(OrderInvalid, match="at least 1"):
         order_place(customer_id=customer.pk, items={eur.pk: 0})
-    with pytest.raises(OrderError, match="one currency"):
+    with pytest.raises(OrderInvalid, match="one currency"):
         order_place(customer_id=customer.pk, items={eur.pk: 1, usd.pk: 1})
     assert stock_of(eur, usd) == [100, 100]
 
@@ -209,7 +209,7 @@ def test_a_payment_of_the_wrong_amount_or_currency_is_refused_and_changes_nothin
 
 
 def test_the_sweep_cancels_only_unpaid_orders_older_than_the_timeout(
-    customer: User, payments_queue: BrokerQueue, django_capture_on_commit_callbacks: Any
+    customer: User, broker: BrokerProbe, django_capture_on_commit_callbacks: Any
 ) -> None:
     tea, honey = make_product(stock=100), make_product(stock=100)
     expired = place(customer, {tea: 3, honey: 1}, age_days=3.1)
@@ -237,30 +237,29 @@ def test_the_sweep_cancels_only_unpaid_orders_older_than_the_timeout(
     failed_tx.refresh_from_db()
     assert open_tx.status == PaymentTransaction.Status.CANCELLED
     assert failed_tx.status == PaymentTransaction.Status.FAILED  # terminal: left alone
-    # The chunk writes no notification: it sends one notify message after its commit, and the
-    # cancelled, unnotified order is the durable intent until that message is processed.
-    assert notice_ids(payments_queue) == [[str(expired.pk)]]
+    # The chunk writes no notification: it records one notify intent, published after its commit.
+    [intent] = intents("payments.notify_payment_failed", published=True)
+    assert intent.kwargs == {"order_ids": [str(expired.pk)]}
+    assert notice_ids() == [[str(expired.pk)]]
     assert payment_failed_rows() == {}
-    assert unnotified_ids() == {str(expired.pk)}
-    assert summary["notices_resent"] == 0
 
 
 def test_a_chunk_that_rolls_back_sends_no_notice(
     customer: User,
     monkeypatch: pytest.MonkeyPatch,
-    payments_queue: BrokerQueue,
+    broker: BrokerProbe,
     django_capture_on_commit_callbacks: Any,
 ) -> None:
-    # Given an expired order, and a chunk that fails after its notice was arranged
+    # Given an expired order, and a chunk that fails after its notice was recorded
     tea = make_product(stock=10)
     order = place(customer, {tea: 2}, age_days=4)
-    real_send = order_services._payment_failed_notice_send
+    real_add = order_services.outbox_add
 
-    def send_then_fail(order_ids: Any) -> None:
-        real_send(order_ids)
+    def add_then_fail(**kwargs: Any) -> None:
+        real_add(**kwargs)
         raise RuntimeError("the chunk failed before its commit")
 
-    monkeypatch.setattr(order_services, "_payment_failed_notice_send", send_then_fail)
+    monkeypatch.setattr(order_services, "outbox_add", add_then_fail)
 
     # When the sweep runs
     with (
@@ -273,64 +272,54 @@ def test_a_chunk_that_rolls_back_sends_no_notice(
     assert callbacks == []
     assert Order.objects.get(pk=order.pk).status == Order.Status.PENDING_PAYMENT
     assert stock_of(tea) == [8]
-    assert payments_queue.messages() == []
+    assert intents() == []
+    assert broker.tasks("payments") == []
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_broker_down_at_commit_loses_no_notice_the_next_run_resends_it_and_the_task_writes_it_once(
-    customer: User,
-    monkeypatch: pytest.MonkeyPatch,
-    payments_queue: BrokerQueue,
-    notifications_queue: BrokerQueue,
-    caplog: pytest.LogCaptureFixture,
+def test_a_broker_down_at_commit_loses_no_notice_the_relay_publishes_it_and_the_task_writes_it_once(
+    customer: User, monkeypatch: pytest.MonkeyPatch, broker: BrokerProbe
 ) -> None:
     # Given four expired orders swept two per chunk, and a broker that refuses every message
     tea = make_product(stock=100)
     orders = [place(customer, {tea: 1}, age_days=4) for _ in range(4)]
     ids = {str(o.pk) for o in orders}
 
-    def broker_down(self: Task, *args: Any, **kwargs: Any) -> Any:
+    def broker_down(messages: Any) -> None:
         raise OperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
 
-    monkeypatch.setattr(Task, "apply_async", broker_down)
+    monkeypatch.setattr("core.services.outbox.messages_publish", broker_down)
 
     # When the sweep runs (every chunk commits for real)
-    swept_at = timezone.now()
     summary = orders_cancel_expired(chunk_size=2)
 
-    # Then every chunk ran and logged its lost notice; the orders are cancelled and unnotified
+    # Then every chunk ran; its notice is an unpublished intent carrying the broker's error
     assert (summary["chunks"], summary["orders_cancelled"], summary["units_restored"]) == (2, 4, 4)
     assert stock_of(tea) == [100]
-    lost = [r for r in caplog.records if "send_payment_failed_notice" in r.getMessage()]
-    assert [r.levelname for r in lost] == ["ERROR", "ERROR"]
-    assert unnotified_ids() == ids and payment_failed_rows() == {}
+    waiting = intents("payments.notify_payment_failed", published=False)
+    assert len(waiting) == 2 and all("Connection refused" in i.last_error for i in waiting)
+    assert payment_failed_rows() == {} and notice_ids() == []
 
-    # When the broker is back and the sweep runs again, first within the grace, then after it
+    # When the broker is back and the relay runs, twice
     monkeypatch.undo()
-    with time_machine.travel(swept_at + timedelta(minutes=9)):
-        early = orders_cancel_expired()
-    with time_machine.travel(swept_at + timedelta(minutes=11)):
-        late = orders_cancel_expired()
+    assert relay()["published"] == 2
+    assert relay()["published"] == 0
 
-    # Then only the later run re-sends, one message for the four
-    assert (early["notices_resent"], late["notices_resent"]) == (0, 4)
-    [resent] = notice_ids(payments_queue)
-    assert set(resent) == ids
+    # Then each chunk's notice was published once
+    sent = notice_ids()
+    assert len(sent) == 2 and sorted(i for chunk in sent for i in chunk) == sorted(ids)
 
-    # When that message is processed, twice (a redelivery)
-    first = notify_payment_failed.apply(args=[resent]).result
-    again = notify_payment_failed.apply(args=[resent]).result
+    # When those messages are processed, twice each (a redelivery)
+    results = [notify_payment_failed.apply(kwargs={"order_ids": chunk}).result for chunk in sent * 2]
 
-    # Then each customer's rows are written once (no phone: the SMS is skipped) and nothing is left to resend
-    assert first == {"orders": 4, "notified": 4, "already_notified": 0, "skipped": 0}
-    assert again == {"orders": 4, "notified": 0, "already_notified": 4, "skipped": 0}
+    # Then each customer's rows are written once (no phone: the SMS row is written cancelled)
+    assert [r["notifications_written"] for r in results] == [4, 4, 0, 0]
     assert payment_failed_rows() == {
         **{(pk, "email"): "pending" for pk in ids},
         **{(pk, "sms"): "cancelled" for pk in ids},
     }
-    assert unnotified_ids() == set()
-    [batch] = notifications_queue.tasks("notifications.deliver_batch")
-    assert sorted(batch["args"][0]) == pending_payment_failed_ids()
+    published = intents("notifications.deliver", published=True)
+    assert sorted(i.kwargs["notification_id"] for i in published) == pending_payment_failed_ids()
 
 
 def test_running_the_sweep_again_changes_nothing(customer: User) -> None:
@@ -368,12 +357,12 @@ def test_older_than_days_overrides_the_setting(customer: User) -> None:
 
 @pytest.mark.parametrize("days", [0, -1, 366])
 def test_the_sweep_refuses_an_out_of_range_timeout(days: int) -> None:
-    with pytest.raises(ValueError, match="between 1 and 365"):
+    with pytest.raises(Invalid, match="between 1 and 365"):
         orders_cancel_expired(older_than_days=days)
 
 
 def test_the_sweep_runs_a_constant_number_of_queries_per_chunk_and_publishes_one_message_per_chunk(
-    customer: User, payments_queue: BrokerQueue, django_capture_on_commit_callbacks: Any
+    customer: User, broker: BrokerProbe, django_capture_on_commit_callbacks: Any
 ) -> None:
     products = [make_product(stock=1000) for _ in range(6)]
     for i in range(40):
@@ -383,12 +372,13 @@ def test_the_sweep_runs_a_constant_number_of_queries_per_chunk_and_publishes_one
         many = orders_cancel_expired(chunk_size=10)
 
     assert many["chunks"] == 4 and many["orders_cancelled"] == 40 and many["units_restored"] == 240
-    # The safety net's read of unnotified orders, then per chunk: page read, savepoint, claim, lock
-    # products, restore stock, count units, cancel transactions, read claimed ids, release
-    # savepoint = 9; plus the last, empty page read. No notification is written in a chunk.
-    assert len(small_chunks) == 1 + 9 * 4 + 1, [q["sql"][:80] for q in small_chunks.captured_queries]
+    # Per chunk: page read, savepoint, claim, lock products, restore stock, count units, cancel
+    # transactions, read claimed ids, record the intent, release savepoint = 10; after its commit
+    # the publish: savepoint, claim the intent, mark it published, release = 4; plus the last,
+    # empty page read. No notification is written in a chunk.
+    assert len(small_chunks) == (10 + 4) * 4 + 1, [q["sql"][:80] for q in small_chunks.captured_queries]
     assert payment_failed_rows() == {}
-    sent = notice_ids(payments_queue)
+    sent = notice_ids()
     assert [len(ids) for ids in sent] == [10, 10, 10, 10]
     assert sorted(i for ids in sent for i in ids) == sorted(
         str(pk) for pk in Order.objects.values_list("pk", flat=True)
@@ -416,7 +406,7 @@ def test_the_query_count_does_not_grow_with_the_chunk(customer: User) -> None:
 
 
 def test_cancelling_one_expired_order_restores_its_stock_and_sends_its_notice(
-    customer: User, payments_queue: BrokerQueue, django_capture_on_commit_callbacks: Any
+    customer: User, broker: BrokerProbe, django_capture_on_commit_callbacks: Any
 ) -> None:
     tea = make_product(stock=10)
     order = place(customer, {tea: 4}, age_days=4)
@@ -428,8 +418,8 @@ def test_cancelling_one_expired_order_restores_its_stock_and_sends_its_notice(
     assert summary["outcome"] == "cancelled" and summary["orders_cancelled"] == 1 and summary["units_restored"] == 4
     assert stock_of(tea) == [10 - 1]
     assert Order.objects.get(pk=other.pk).status == Order.Status.PENDING_PAYMENT
-    assert notice_ids(payments_queue) == [[str(order.pk)]]
-    assert unnotified_ids() == {str(order.pk)} and payment_failed_rows() == {}
+    assert notice_ids() == [[str(order.pk)]]
+    assert payment_failed_rows() == {}
 
 
 @pytest.mark.parametrize("order_id", [str(uuid.uuid4()), "not-a-uuid"])
@@ -474,8 +464,8 @@ def test_products_never_go_negative_even_when_written_directly() -> None:
 # Telling the customers --------------------------------------------------------------
 
 
-def test_the_notify_task_writes_the_rows_and_marks_the_orders_then_a_repeat_writes_nothing(
-    customer: User, notifications_queue: BrokerQueue, django_capture_on_commit_callbacks: Any
+def test_the_notify_task_writes_the_rows_of_cancelled_orders_then_a_repeat_writes_nothing(
+    customer: User, broker: BrokerProbe, django_capture_on_commit_callbacks: Any
 ) -> None:
     # Given two cancelled orders, a pending one, and ids that name no order
     tea = make_product(stock=10)
@@ -483,48 +473,49 @@ def test_the_notify_task_writes_the_rows_and_marks_the_orders_then_a_repeat_writ
     orders_cancel_expired()
     pending = place(customer, {tea: 1})
     ids = [str(o.pk) for o in cancelled]
+    broker.flush()
 
     # When the task runs over them, then again
     with django_capture_on_commit_callbacks(execute=True):
-        first = notify_payment_failed.apply(args=[[*ids, ids[0], str(pending.pk), str(uuid.uuid4()), "nope"]]).result
+        first = notify_payment_failed.apply(
+            kwargs={"order_ids": [*ids, ids[0], str(pending.pk), str(uuid.uuid4()), "nope"]}
+        ).result
     with django_capture_on_commit_callbacks(execute=True):
-        again = notify_payment_failed.apply(args=[ids]).result
+        again = notify_payment_failed.apply(kwargs={"order_ids": ids}).result
 
-    # Then the cancelled orders' rows are written and announced once, and only they are marked
-    assert first == {"orders": 5, "notified": 2, "already_notified": 0, "skipped": 3}
-    assert again == {"orders": 2, "notified": 0, "already_notified": 2, "skipped": 0}
+    # Then only the cancelled orders' rows are written, once, and each pending row is published once
+    assert first == {"orders": 5, "notified": 2, "skipped": 3, "notifications_written": 4}
+    assert again == {"orders": 2, "notified": 2, "skipped": 0, "notifications_written": 0}
     assert payment_failed_rows() == {
         **{(pk, "email"): "pending" for pk in ids},
         **{(pk, "sms"): "cancelled" for pk in ids},
     }
-    assert unnotified_ids() == set()
-    assert Order.objects.get(pk=pending.pk).payment_failed_notified_at is None
-    [batch] = notifications_queue.tasks("notifications.deliver_batch")
-    assert sorted(batch["args"][0]) == pending_payment_failed_ids()
+    assert sorted(broker.delivery_ids()) == pending_payment_failed_ids()
 
 
-def test_a_notify_that_rolls_back_leaves_neither_the_mark_nor_the_rows(
-    customer: User, monkeypatch: pytest.MonkeyPatch, notifications_queue: BrokerQueue
+def test_a_notify_that_rolls_back_leaves_no_rows_and_no_intents(
+    customer: User, monkeypatch: pytest.MonkeyPatch, broker: BrokerProbe
 ) -> None:
     # Given a cancelled order, and a notify that fails after writing the rows
     order = place(customer, {make_product(): 1}, age_days=4)
     orders_cancel_expired()
-    real_notify = order_services.payment_failed_notify_many
+    OutboxIntent.objects.all().delete()
+    real_notify = order_services.notify_many
 
-    def notify_then_fail(**kwargs: Any) -> int:
-        assert real_notify(**kwargs) == 2
+    def notify_then_fail(requests: Any) -> int:
+        assert real_notify(requests) == 2
         raise RuntimeError("failed before its commit")
 
-    monkeypatch.setattr(order_services, "payment_failed_notify_many", notify_then_fail)
+    monkeypatch.setattr(order_services, "notify_many", notify_then_fail)
 
     # When the service runs
     with pytest.raises(RuntimeError, match="before its commit"):
         order_services.orders_notify_payment_failed(order_ids=[str(order.pk)])
 
-    # Then the order is still due a notice, so the safety net will send it again
-    assert unnotified_ids() == {str(order.pk)}
+    # Then nothing was written: the intent that ran it is still the order's notice
     assert payment_failed_rows() == {}
-    assert notifications_queue.messages() == []
+    assert intents() == []
+    assert broker.delivery_ids() == []
 
 
 def test_the_notify_service_runs_a_constant_number_of_queries(customer: User) -> None:
@@ -540,48 +531,3 @@ def test_the_notify_service_runs_a_constant_number_of_queries(customer: User) ->
         order_services.orders_notify_payment_failed(order_ids=[o.pk for o in many])
 
     assert len(two) == len(twelve)
-
-
-def test_the_safety_net_resends_old_unnotified_orders_in_chunks_and_skips_notified_ones(
-    customer: User,
-    monkeypatch: pytest.MonkeyPatch,
-    payments_queue: BrokerQueue,
-    django_capture_on_commit_callbacks: Any,
-) -> None:
-    # Given five orders cancelled with their notice lost, and one already notified
-    monkeypatch.setattr(order_services, "NOTICE_CHUNK_SIZE", 2)
-    tea = make_product(stock=100)
-    lost = [place(customer, {tea: 1}, age_days=4) for _ in range(5)]
-    orders_cancel_expired()
-    told = place(customer, {tea: 1}, age_days=4)
-    orders_cancel_expired()
-    order_services.orders_notify_payment_failed(order_ids=[told.pk])
-    payments_queue.client.delete(payments_queue.name)
-
-    # When the sweep runs 11 minutes later
-    with time_machine.travel(timezone.now() + timedelta(minutes=11)), django_capture_on_commit_callbacks(execute=True):
-        summary = orders_cancel_expired()
-
-    # Then the five are re-sent, two ids per message, oldest first, and the notified one is not
-    assert summary["notices_resent"] == 5
-    sent = notice_ids(payments_queue)
-    assert [len(ids) for ids in sent] == [2, 2, 1]
-    assert sorted(i for ids in sent for i in ids) == sorted(str(o.pk) for o in lost)
-
-
-def test_the_migration_marks_orders_cancelled_before_it_as_notified(customer: User) -> None:
-    import importlib
-
-    from django.apps import apps
-
-    migration = importlib.import_module("payments.migrations.0003_order_payment_failed_notified_at")
-    tea = make_product(stock=10)
-    old = place(customer, {tea: 1}, age_days=4)
-    orders_cancel_expired()
-    live = place(customer, {tea: 1})
-
-    migration.mark_history_notified(apps, None)
-
-    old.refresh_from_db()
-    assert old.payment_failed_notified_at == old.cancelled_at
-    assert Order.objects.get(pk=live.pk).payment_failed_notified_at is None

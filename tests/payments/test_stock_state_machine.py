@@ -22,7 +22,7 @@ from payments.services.orders import (
     order_place,
     orders_cancel_expired,
 )
-from tests.payments.factories import make_product, pay
+from tests.support.factories.payments import make_product, pay
 
 pytestmark = pytest.mark.django_db
 

@@ -16,7 +16,7 @@ from core.models import JobRun, User
 from core.scheduler import SchedulerService
 from payments.models import ExchangeRate, Order
 from payments.tasks import cancel_expired_order
-from tests.payments.factories import make_product, place, stock_of
+from tests.support.factories.payments import make_product, place, stock_of
 
 pytestmark = pytest.mark.django_db
 

@@ -53,7 +53,7 @@ class Command(BaseCommand):
         os.execv(sys.executable, argv)  # noqa: S606  (argv is ours, not user input)
 
     def _inspect(self, action: str, timeout: float) -> None:
-        from config.celery import app
+        from celery import current_app as app
 
         replies = getattr(app.control.inspect(timeout=timeout), action)()
         if not replies:
@@ -61,7 +61,7 @@ class Command(BaseCommand):
         self.stdout.write(json.dumps(replies, indent=2, default=str))
 
     def _purge(self, options: dict[str, Any]) -> None:
-        from config.celery import app
+        from celery import current_app as app
 
         queues = (options["queues"] or ",".join(settings.JOB_QUEUES)).split(",")
         if not options["yes"]:

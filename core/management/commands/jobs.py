@@ -8,8 +8,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
-from core.catalog import InvalidJobParams, Job, JobCatalog, UnknownJob
-from core.scheduler import BrokerUnavailable, SchedulerService
+from core.catalog import Job, JobCatalog
+from core.errors import AppError, command_error
+from core.scheduler import SchedulerService
 
 
 def _parse_params(pairs: list[str]) -> dict[str, str]:
@@ -78,12 +79,8 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         try:
             getattr(self, f"_{options['action']}")(options)
-        except UnknownJob as exc:
-            raise CommandError(str(exc), returncode=2) from exc
-        except InvalidJobParams as exc:
-            raise CommandError(str(exc), returncode=2) from exc
-        except BrokerUnavailable as exc:
-            raise CommandError(str(exc), returncode=1) from exc
+        except AppError as exc:
+            raise command_error(exc) from exc
 
     def _list(self, options: dict[str, Any]) -> None:
         jobs = JobCatalog.all()

@@ -1,25 +1,20 @@
-"""Payments test data and probes: products, orders placed through the service, the broker's view of enqueued tasks."""
+"""Payments test data: products, orders placed through the service, thousands of orders set-based."""
 
 from __future__ import annotations
 
-import base64
-import json
 import uuid
 from datetime import timedelta
 from decimal import Decimal
 from itertools import count
 from pathlib import Path
-from typing import Any
 
-import redis
-from django.conf import settings
 from django.utils import timezone
 
 from core.models import User
 from payments.models import Order, PaymentTransaction, Product
 from payments.services.orders import order_pay, order_place
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[2] / "payments" / "fixtures"
 _skus = count(1)
 
 
@@ -70,41 +65,15 @@ def pending_payment_failed_ids() -> list[int]:
     )
 
 
-def notice_ids(queue: BrokerQueue) -> list[list[str]]:
-    """The order ids of each payments.notify_payment_failed message sent, in sending order."""
-    return [m["args"][0] for m in queue.tasks("payments.notify_payment_failed")]
+def notice_ids() -> list[list[str]]:
+    """The order ids of each `payments.notify_payment_failed` message on the test broker, in sending order."""
+    from tests.support.broker import sent_tasks
 
-
-def unnotified_ids() -> set[str]:
-    return {
-        str(pk)
-        for pk in Order.objects.filter(
-            status=Order.Status.CANCELLED, payment_failed_notified_at__isnull=True
-        ).values_list("pk", flat=True)
-    }
+    return [t.kwargs["order_ids"] for t in sent_tasks("payments", "payments.notify_payment_failed")]
 
 
 def stock_of(*products: Product) -> list[int]:
     return list(Product.objects.filter(pk__in=[p.pk for p in products]).order_by("pk").values_list("stock", flat=True))
-
-
-class BrokerQueue:
-    """What was really sent to a Redis queue of the test broker, decoded from kombu's JSON envelope."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
-
-    def messages(self) -> list[dict[str, Any]]:
-        out = []
-        for raw in reversed(self.client.lrange(self.name, 0, -1)):
-            envelope = json.loads(raw)
-            args, kwargs, _ = json.loads(base64.b64decode(envelope["body"]))
-            out.append({"task": envelope["headers"]["task"], "args": args, "kwargs": kwargs})
-        return out
-
-    def tasks(self, name: str) -> list[dict[str, Any]]:
-        return [m for m in self.messages() if m["task"] == name]
 
 
 def seed_orders(

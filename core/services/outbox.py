@@ -1,0 +1,252 @@
+"""The transactional outbox: the one place that publishes domain work to the broker.
+
+    service, in its transaction          after commit                   every 15 s
+    outbox_add(task, kwargs, key) ──► commit ──► outbox_publish ──► broker ◄── outbox_relay
+             (a row per intent)                   (bulk, one round trip      (what a lost hook, a dead
+                                                   per batch)                 process or an outage left,
+                                                                              and what has come due)
+
+A service records the intent to run a task inside the transaction that causes it, so
+the intent commits (or rolls back) with the change. Right after the commit the new
+rows are published in bulk; whatever that misses, the `outbox_relay` job publishes.
+Rows are claimed with SKIP LOCKED while they are published, so the after-commit hook
+and two relays never publish one row at once; a process killed between publishing and
+marking the row published makes the relay publish it again, which is why every
+consumer is idempotent. Services name the task: they never import a task module.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from functools import partial
+from itertools import islice
+from typing import Any
+
+from celery import current_app
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, Q, QuerySet
+from django.utils import timezone
+from kombu.exceptions import BatchPublishError
+from kombu.exceptions import OperationalError as KombuOperationalError
+
+from core.errors import Unavailable
+from core.models import OutboxIntent
+from core.services.bulk import delete_in_chunks
+from core.transactions import on_commit_robust
+
+logger = logging.getLogger(__name__)
+
+# Rows per claim and per broker pipeline. 1,000 messages of a few hundred bytes are one
+# Redis round trip of well under a megabyte; a claim of 1,000 rows holds its locks for the
+# few milliseconds the pipeline takes.
+CHUNK_SIZE = 1000
+# Rows per INSERT: a sweep chunk's 2,000 delivery intents in one statement (about 16,000
+# parameters, a quarter of PostgreSQL's limit).
+INSERT_CHUNK_SIZE = 5000
+# The relay publishes at most this many chunks a run (50,000 intents, a few seconds); a
+# bigger backlog is worked off by the next runs, each well inside its lease.
+RELAY_MAX_CHUNKS = 50
+
+
+class IntentRefused(ValueError):
+    """A programming error in the caller: an unknown task or arguments that are not JSON. Nothing was recorded."""
+
+
+@dataclass(frozen=True)
+class Intent:
+    """What a service asks for: run `task` with `kwargs`, once per `dedupe_key`, not before `not_before`."""
+
+    task: str
+    kwargs: Mapping[str, Any]
+    dedupe_key: str
+    not_before: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Message:
+    """One task message as the publisher sends it."""
+
+    task: str
+    kwargs: Mapping[str, Any]
+    task_id: str
+    eta: datetime | None = None
+    headers: Mapping[str, Any] = field(default_factory=dict)
+
+
+# Recording ------------------------------------------------------------------------------
+
+
+def outbox_add(*, task: str, kwargs: Mapping[str, Any], dedupe_key: str, not_before: datetime | None = None) -> None:
+    """Record one intent in the current transaction; see `outbox_add_many`."""
+    outbox_add_many([Intent(task=task, kwargs=kwargs, dedupe_key=dedupe_key, not_before=not_before)])
+
+
+def outbox_add_many(intents: Iterable[Intent]) -> int:
+    """Record intents in the current transaction and publish them once it commits.
+
+    An intent whose `dedupe_key` is already recorded (published or not) adds nothing.
+    Refuses, before writing anything, a task that is not registered or arguments that
+    are not JSON (IntentRefused). Returns how many intents were given.
+    """
+    given = 0
+    iterator = iter(intents)
+    while chunk := list(islice(iterator, INSERT_CHUNK_SIZE)):
+        rows = [_row(intent) for intent in chunk]
+        # One INSERT; a key recorded by a concurrent transaction waits for it, then is skipped.
+        OutboxIntent.objects.bulk_create(rows, ignore_conflicts=True)
+        for start in range(0, len(rows), CHUNK_SIZE):
+            keys = [row.dedupe_key for row in rows[start : start + CHUNK_SIZE]]
+            on_commit_robust(partial(outbox_publish, dedupe_keys=keys), name="outbox_publish")
+        given += len(rows)
+    return given
+
+
+def _row(intent: Intent) -> OutboxIntent:
+    if not intent.dedupe_key or len(intent.dedupe_key) > 255:
+        raise IntentRefused(f"An intent needs a dedupe_key of 1 to 255 characters, got {intent.dedupe_key!r}.")
+    if intent.task not in _registered_tasks():
+        raise IntentRefused(f"No task named {intent.task!r} is registered; nothing was recorded.")
+    if not isinstance(intent.kwargs, Mapping) or not all(isinstance(k, str) for k in intent.kwargs):
+        raise IntentRefused(f"The arguments of {intent.task} must be a mapping with string keys.")
+    kwargs = dict(intent.kwargs)
+    try:
+        json.dumps(kwargs, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise IntentRefused(f"The arguments of {intent.task} are not JSON ({exc}); nothing was recorded.") from exc
+    return OutboxIntent(
+        task_name=intent.task, kwargs=kwargs, dedupe_key=intent.dedupe_key, not_before=intent.not_before
+    )
+
+
+def _registered_tasks() -> Mapping[str, Any]:
+    tasks: Mapping[str, Any] = current_app.tasks
+    if not any(name.startswith(("core.", "payments.")) for name in tasks):
+        # A process that has not imported the task modules yet (a shell): load them once.
+        current_app.loader.import_default_modules()
+        tasks = current_app.tasks
+    return tasks
+
+
+# Publishing -----------------------------------------------------------------------------
+
+
+# What a broker that cannot take a message raises through Celery and kombu.
+BROKER_ERRORS: tuple[type[BaseException], ...] = (
+    KombuOperationalError,
+    BatchPublishError,
+    ConnectionError,
+    OSError,
+    TimeoutError,
+)
+
+
+def messages_publish(messages: Sequence[Message]) -> None:
+    """Publish task messages over one producer, in pipelined batches (one Redis round trip per batch).
+
+    The only function in the code base that sends task messages. Routing (the queue)
+    comes from `task_routes` by task name. Raises one of BROKER_ERRORS when the broker
+    cannot be reached; part of a batch may then have been delivered.
+    """
+    if not messages:
+        return
+    app = current_app
+    with app.producer_or_acquire() as producer, producer.batch(max_size=CHUNK_SIZE):
+        for message in messages:
+            app.send_task(
+                message.task,
+                kwargs=dict(message.kwargs),
+                task_id=message.task_id,
+                eta=message.eta,
+                headers=dict(message.headers) or None,
+                producer=producer,
+            )
+
+
+def outbox_publish(*, dedupe_keys: Sequence[str]) -> dict[str, int]:
+    """Publish the unpublished, due intents among `dedupe_keys` (the after-commit hook's body)."""
+    claimable = OutboxIntent.objects.filter(dedupe_key__in=list(dedupe_keys))
+    published, error = _publish_claimed(claimable, limit=len(dedupe_keys))
+    if error is not None:
+        # The rows stay unpublished with the error recorded; the relay publishes them.
+        logger.warning("outbox: could not publish %d intents after commit: %s", len(dedupe_keys), error)
+    return {"published": published}
+
+
+def outbox_relay(*, chunk_size: int = CHUNK_SIZE, max_chunks: int = RELAY_MAX_CHUNKS) -> dict[str, int]:
+    """Publish what is left behind or has come due, chunk by chunk; then prune old published rows.
+
+    Raises Unavailable when the broker cannot be reached: the rows stay, with the error
+    recorded on them, and the next run publishes them.
+    """
+    published = chunks = 0
+    after = 0
+    while chunks < max_chunks:
+        chunks += 1
+        page = list(
+            _due(OutboxIntent.objects.filter(published_at__isnull=True, pk__gt=after))
+            .order_by("pk")
+            .values_list("pk", flat=True)[:chunk_size]
+        )
+        if not page:
+            break
+        after = page[-1]
+        count, error = _publish_claimed(OutboxIntent.objects.filter(pk__in=page), limit=chunk_size)
+        published += count
+        if error is not None:
+            raise Unavailable(f"Could not reach the broker; {len(page)} intents wait for the next run: {error}")
+        if len(page) < chunk_size:
+            break
+    pruned = outbox_prune()
+    waiting = OutboxIntent.objects.filter(published_at__isnull=True).count()
+    return {"published": published, "chunks": chunks, "pruned": pruned, "waiting": waiting}
+
+
+def outbox_prune(*, retention_days: int | None = None) -> int:
+    """Delete published intents older than the retention (OUTBOX_RETENTION_DAYS), in chunks."""
+    days = settings.OUTBOX_RETENTION_DAYS if retention_days is None else retention_days
+    cutoff = timezone.now() - timedelta(days=days)
+    return delete_in_chunks(OutboxIntent.objects.filter(published_at__lt=cutoff))
+
+
+def _due(queryset: QuerySet[OutboxIntent]) -> QuerySet[OutboxIntent]:
+    # Work due within the horizon is published now with its ETA, so it runs on time; later
+    # work waits in the table rather than in a worker's memory.
+    horizon = timezone.now() + timedelta(seconds=settings.OUTBOX_ETA_HORIZON_SECONDS)
+    return queryset.filter(Q(not_before__isnull=True) | Q(not_before__lte=horizon))
+
+
+def _publish_claimed(candidates: QuerySet[OutboxIntent], *, limit: int) -> tuple[int, BaseException | None]:
+    """Claim the unpublished, due rows among `candidates` (SKIP LOCKED), publish them, mark them.
+
+    One short transaction: the claim, one broker pipeline per CHUNK_SIZE rows, one UPDATE.
+    Returns (rows published, the broker's error or None).
+    """
+    with transaction.atomic():
+        rows = list(
+            _due(candidates.filter(published_at__isnull=True))
+            .select_for_update(skip_locked=True)
+            .order_by("pk")
+            .values_list("pk", "task_name", "kwargs", "task_id", "not_before")[:limit]
+        )
+        if not rows:
+            return 0, None
+        ids = [row[0] for row in rows]
+        now = timezone.now()
+        messages = [
+            Message(task=task, kwargs=kwargs, task_id=str(task_id), eta=not_before if not_before and not_before > now else None)
+            for _, task, kwargs, task_id, not_before in rows
+        ]
+        try:
+            messages_publish(messages)
+        except BROKER_ERRORS as exc:
+            OutboxIntent.objects.filter(pk__in=ids).update(attempts=F("attempts") + 1, last_error=str(exc)[:2000])
+            return 0, exc
+        OutboxIntent.objects.filter(pk__in=ids).update(
+            published_at=timezone.now(), attempts=F("attempts") + 1, last_error=""
+        )
+    return len(ids), None
