@@ -12,8 +12,9 @@ TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 TEST_ENV := DJANGO_SETTINGS_MODULE=config.settings.test DATABASE_URL=$(TEST_DATABASE_URL) \
 	CELERY_BROKER_URL=$(TEST_BROKER_URL) REDIS_URL=$(TEST_REDIS_URL)
 PYTEST_ARGS ?=
+TYPED_PACKAGES := core notifications payments logistics maintenance config
 
-.PHONY: run test bench lint docs install install-dev services clean
+.PHONY: run test checks bench lint docs install install-dev services clean
 
 $(VENV)/bin/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || \
@@ -43,21 +44,25 @@ run: install
 	@echo "Starting web http://127.0.0.1:8000/admin/  API http://127.0.0.1:8000/api/v1/docs/  Flower http://127.0.0.1:5555/"
 	$(VENV)/bin/honcho start
 
-## make test: install dev requirements, start PostgreSQL and Redis if needed, run the whole suite
+## make test: install dev requirements, start PostgreSQL and Redis if needed, then the checks and the whole suite
 test: install-dev
 	@CELERY_BROKER_URL=$(TEST_BROKER_URL) DATABASE_URL=$(TEST_DATABASE_URL) scripts/ensure_services.sh redis postgres
-	$(VENV)/bin/ruff check .
+	$(MAKE) --no-print-directory checks
 	$(TEST_ENV) $(VENV)/bin/pytest $(PYTEST_ARGS)
+
+## make checks: lint, format, import contracts (.importlinter) and strict mypy; part of make test
+checks: install-dev
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
+	$(TEST_ENV) $(VENV)/bin/mypy $(TYPED_PACKAGES)
 
 ## make bench: the benchmarks in tests/benchmarks against PostgreSQL
 bench: install-dev
 	@CELERY_BROKER_URL=$(TEST_BROKER_URL) DATABASE_URL=$(TEST_DATABASE_URL) scripts/ensure_services.sh redis postgres
 	$(TEST_ENV) $(PY) -m tests.benchmarks
 
-lint: install-dev
-	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check .
-	$(TEST_ENV) $(VENV)/bin/mypy core notifications payments logistics maintenance config
+lint: checks
 
 ## make docs: regenerate docs/jobs.md from the catalog
 docs: install

@@ -22,13 +22,13 @@ from core.scheduler import SchedulerService
 
 
 @admin.register(User)
-class UserAdmin(DjangoUserAdmin):
+class UserAdmin(DjangoUserAdmin[User]):
     fieldsets = (*DjangoUserAdmin.fieldsets, ("Contact", {"fields": ("phone_number",)}))  # type: ignore[misc]
     list_display = ("username", "email", "phone_number", "is_staff", "is_active")
 
 
 @admin.register(JobRun)
-class JobRunAdmin(admin.ModelAdmin):
+class JobRunAdmin(admin.ModelAdmin[JobRun]):
     list_display = ("job_key", "status", "source", "queued_at", "started_at", "duration_ms", "attempts", "task_id")
     list_filter = ("job_key", "status", "source")
     search_fields = ("task_id", "job_key", "error")
@@ -69,7 +69,7 @@ def _run_now(request: HttpRequest, keys: list[str]) -> None:
 
 
 @admin.register(JobCatalogEntry)
-class JobCatalogAdmin(admin.ModelAdmin):
+class JobCatalogAdmin(admin.ModelAdmin[JobCatalogEntry]):
     """The catalog as an admin page, each job with a "Run now" button."""
 
     def has_add_permission(self, request: HttpRequest) -> bool:
@@ -115,7 +115,7 @@ admin.site.unregister(PeriodicTask)
 
 
 @admin.register(PeriodicTask)
-class PeriodicTaskAdmin(BeatPeriodicTaskAdmin):
+class PeriodicTaskAdmin(BeatPeriodicTaskAdmin):  # type: ignore[misc]  # django-celery-beat ships no type hints
     """django-celery-beat's admin, with "Run now" going through SchedulerService so runs are recorded."""
 
     actions = ["enable_tasks", "disable_tasks", "toggle_tasks", "run_now"]
@@ -175,7 +175,7 @@ class TaskResultAdmin(ResultsTaskResultAdmin):
 
 
 @admin.register(AuditLog)
-class AuditLogAdmin(admin.ModelAdmin):
+class AuditLogAdmin(admin.ModelAdmin[AuditLog]):
     list_display = ("created_at", "action", "target", "actor")
     list_filter = ("action",)
     search_fields = ("target", "action")
@@ -185,7 +185,7 @@ class AuditLogAdmin(admin.ModelAdmin):
 
 
 @admin.register(OutboxIntent)
-class OutboxIntentAdmin(admin.ModelAdmin):
+class OutboxIntentAdmin(admin.ModelAdmin[OutboxIntent]):
     """The core outbox: what was asked to run, when it was published, and why not yet."""
 
     list_display = ("id", "task_name", "dedupe_key", "created_at", "not_before", "published_at", "attempts", "task_id")

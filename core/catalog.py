@@ -102,7 +102,7 @@ class Job:
     description: str
     schedule: Schedule | None
     enabled: bool = True
-    params: type[serializers.Serializer] | None = None
+    params: type[serializers.Serializer[Any]] | None = None
     expires: int | None = None
     lease_seconds: int = 60
     allow_overlap: bool = False
@@ -243,4 +243,3 @@ def describe_crontab(minute: str, hour: str, day_of_week: str, day_of_month: str
     else:
         text = f"cron '{minute} {hour} {day_of_month} {month_of_year} {day_of_week}'"
     return f"{text} {tz}"
-

@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+from typing import Any
+
 from rest_framework import serializers
 
 from core.catalog import Crontab, Every, Job
 
 
-class CleanupJobRunsParams(serializers.Serializer):
+class CleanupJobRunsParams(serializers.Serializer[dict[str, Any]]):
     older_than_days = serializers.IntegerField(
         min_value=1,
         max_value=3650,
@@ -14,7 +16,7 @@ class CleanupJobRunsParams(serializers.Serializer):
     )
 
 
-class SleepParams(serializers.Serializer):
+class SleepParams(serializers.Serializer[dict[str, Any]]):
     seconds = serializers.IntegerField(min_value=0, max_value=600, default=5, help_text="How long to sleep.")
 
 

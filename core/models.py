@@ -67,10 +67,6 @@ class JobRun(models.Model):
     def __str__(self) -> str:
         return f"{self.job_key} {self.status} ({self.task_id})"
 
-    @property
-    def is_finished(self) -> bool:
-        return self.status in self.FINISHED
-
 
 class OutboxIntent(models.Model):
     """The intent to run a task, recorded in the transaction whose change causes it.

@@ -219,4 +219,3 @@ class SchedulerService:
                 }
             )
         return out[0] if key else out
-

@@ -1,12 +1,17 @@
 from __future__ import annotations
 
+from typing import Any
+
+from drf_spectacular.utils import inline_serializer
 from rest_framework import serializers
 
+# The serializers read dicts built by the services (and lists of them with many=True).
 
-class TriggerInputSerializer(serializers.Serializer):
+
+class TriggerInputSerializer(serializers.Serializer[Any]):
     params = serializers.DictField(required=False, default=dict, help_text="The job's parameters.")
 
-    def get_fields(self) -> dict[str, serializers.Field]:
+    def get_fields(self) -> dict[str, serializers.Field[Any, Any, Any, Any]]:
         fields = super().get_fields()
         # `async` is a Python keyword, so it cannot be a class attribute.
         fields["async"] = serializers.BooleanField(
@@ -15,7 +20,7 @@ class TriggerInputSerializer(serializers.Serializer):
         return fields
 
 
-class ParamFieldSerializer(serializers.Serializer):
+class ParamFieldSerializer(serializers.Serializer[Any]):
     name = serializers.CharField()
     type = serializers.CharField()
     required = serializers.BooleanField()  # type: ignore[assignment]
@@ -23,7 +28,7 @@ class ParamFieldSerializer(serializers.Serializer):
     help_text = serializers.CharField()  # type: ignore[assignment]
 
 
-class JobStatusSerializer(serializers.Serializer):
+class JobStatusSerializer(serializers.Serializer[Any]):
     key = serializers.CharField()
     task = serializers.CharField()
     queue = serializers.CharField()
@@ -43,7 +48,7 @@ class JobStatusSerializer(serializers.Serializer):
     params = ParamFieldSerializer(many=True)
 
 
-class JobRunSerializer(serializers.Serializer):
+class JobRunSerializer(serializers.Serializer[Any]):
     id = serializers.UUIDField()
     job = serializers.CharField(source="job_key")
     task_id = serializers.CharField()
@@ -59,7 +64,7 @@ class JobRunSerializer(serializers.Serializer):
     duration_ms = serializers.IntegerField(allow_null=True)
 
 
-class TriggerAcceptedSerializer(serializers.Serializer):
+class TriggerAcceptedSerializer(serializers.Serializer[Any]):
     task_id = serializers.CharField()
     job_run_id = serializers.UUIDField()
     status = serializers.CharField()
@@ -71,7 +76,7 @@ class TriggerDoneSerializer(TriggerAcceptedSerializer):
     error = serializers.CharField(allow_blank=True)
 
 
-class TaskStatusSerializer(serializers.Serializer):
+class TaskStatusSerializer(serializers.Serializer[Any]):
     task_id = serializers.CharField()
     task_name = serializers.CharField(allow_null=True)
     state = serializers.CharField(
@@ -83,18 +88,21 @@ class TaskStatusSerializer(serializers.Serializer):
     job_run = JobRunSerializer(allow_null=True)
 
 
-class RevokeInputSerializer(serializers.Serializer):
+class RevokeInputSerializer(serializers.Serializer[Any]):
     terminate = serializers.BooleanField(
         required=False, default=False, help_text="Also kill the task if a worker is already running it."
     )
 
 
-
-class ErrorSerializer(serializers.Serializer):
-    """Every API error body (core.apis.exception_handler): the reason, and each field's reasons."""
-
-    detail = serializers.CharField(help_text="What went wrong, in words a caller can show.")
-    errors = serializers.DictField(
-        child=serializers.ListField(child=serializers.CharField()),
-        help_text="For invalid input: each field's reasons; empty otherwise.",
-    )
+# Every API error body (core.apis.exception_handler): the reason, and each field's reasons.
+# Built inline: a Serializer class cannot declare a field named `errors` (it is a property).
+ErrorSerializer = inline_serializer(
+    name="Error",
+    fields={
+        "detail": serializers.CharField(help_text="What went wrong, in words a caller can show."),
+        "errors": serializers.DictField(
+            child=serializers.ListField(child=serializers.CharField()),
+            help_text="For invalid input: each field's reasons; empty otherwise.",
+        ),
+    },
+)

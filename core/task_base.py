@@ -22,7 +22,7 @@ def job_source(*, explicit: object, periodic_task_name: object) -> str:
     return "beat" if periodic_task_name else "shell"
 
 
-class JobAwareTask(Task):
+class JobAwareTask(Task[Any, Any]):
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         from core.catalog import JobCatalog
 

@@ -11,14 +11,14 @@ from logistics.models import AssignmentOffer, Driver, Station, StockRequest
 
 
 @admin.register(Station)
-class StationAdmin(admin.ModelAdmin):
+class StationAdmin(admin.ModelAdmin[Station]):
     list_display = ("code", "name", "kind", "created_at")
     list_filter = ("kind",)
     search_fields = ("code", "name")
 
 
 @admin.register(Driver)
-class DriverAdmin(admin.ModelAdmin):
+class DriverAdmin(admin.ModelAdmin[Driver]):
     list_display = ("name", "phone", "user", "active", "created_at")
     list_filter = ("active",)
     search_fields = ("name", "phone", "user__username", "user__email")
@@ -36,7 +36,7 @@ class DriverAdmin(admin.ModelAdmin):
         )
 
 
-class AssignmentOfferInline(admin.TabularInline):
+class AssignmentOfferInline(admin.TabularInline[AssignmentOffer, StockRequest]):
     """The request's history: every offer and how it ended."""
 
     model = AssignmentOffer
@@ -54,7 +54,7 @@ class AssignmentOfferInline(admin.TabularInline):
 
 
 @admin.register(StockRequest)
-class StockRequestAdmin(admin.ModelAdmin):
+class StockRequestAdmin(admin.ModelAdmin[StockRequest]):
     list_display = (
         "id",
         "station",
@@ -88,7 +88,7 @@ class StockRequestAdmin(admin.ModelAdmin):
 
 
 @admin.register(AssignmentOffer)
-class AssignmentOfferAdmin(admin.ModelAdmin):
+class AssignmentOfferAdmin(admin.ModelAdmin[AssignmentOffer]):
     list_display = (
         "id",
         "stock_request",

@@ -1,12 +1,14 @@
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
 from rest_framework import serializers
 
 from core.catalog import Every, Job
 
 
-class DriverAssignmentExpiryParams(serializers.Serializer):
+class DriverAssignmentExpiryParams(serializers.Serializer[dict[str, Any]]):
     timeout_seconds = serializers.IntegerField(
         min_value=1,
         max_value=86400,

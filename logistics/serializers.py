@@ -7,13 +7,13 @@ from rest_framework import serializers
 from logistics.models import AssignmentOffer, Station, StockRequest
 
 
-class StationSerializer(serializers.ModelSerializer):
+class StationSerializer(serializers.ModelSerializer[Station]):
     class Meta:
         model = Station
         fields = ["id", "name", "code", "kind"]
 
 
-class StockRequestSerializer(serializers.ModelSerializer):
+class StockRequestSerializer(serializers.ModelSerializer[StockRequest]):
     station = StationSerializer(read_only=True)
 
     class Meta:
@@ -35,7 +35,7 @@ class StockRequestSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class StockRequestStatusInputSerializer(serializers.Serializer):
+class StockRequestStatusInputSerializer(serializers.Serializer[dict[str, Any]]):
     status = serializers.ChoiceField(
         choices=[StockRequest.Status.ASSIGNING, StockRequest.Status.CANCELLED],
         help_text="ASSIGNING offers the trip to `target_driver`; CANCELLED cancels the request.",
@@ -53,11 +53,11 @@ class StockRequestStatusInputSerializer(serializers.Serializer):
         return attrs
 
 
-class DriverTripInputSerializer(serializers.Serializer):
+class DriverTripInputSerializer(serializers.Serializer[dict[str, Any]]):
     stock_request_id = serializers.IntegerField(min_value=1)
 
 
-class PendingOfferSerializer(serializers.ModelSerializer):
+class PendingOfferSerializer(serializers.ModelSerializer[AssignmentOffer]):
     offer_id = serializers.IntegerField(source="pk", read_only=True)
     stock_request_id = serializers.IntegerField(read_only=True)
     station = StationSerializer(source="stock_request.station", read_only=True)

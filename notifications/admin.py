@@ -12,14 +12,14 @@ from notifications.services import notification_retry
 
 
 @admin.register(NotificationTemplate)
-class NotificationTemplateAdmin(admin.ModelAdmin):
+class NotificationTemplateAdmin(admin.ModelAdmin[NotificationTemplate]):
     list_display = ("key", "channel", "subject", "is_active", "updated_at")
     list_filter = ("channel", "is_active")
     search_fields = ("key", "subject", "body", "description")
 
 
 @admin.register(PushDevice)
-class PushDeviceAdmin(admin.ModelAdmin):
+class PushDeviceAdmin(admin.ModelAdmin[PushDevice]):
     list_display = ("user", "platform", "active", "deactivated_reason", "created_at")
     list_filter = ("platform", "active")
     search_fields = ("user__username", "user__email", "token")
@@ -36,7 +36,7 @@ class PushDeviceAdmin(admin.ModelAdmin):
 
 
 @admin.register(Notification)
-class NotificationAdmin(admin.ModelAdmin):
+class NotificationAdmin(admin.ModelAdmin[Notification]):
     """The outbox; filter on status "Failed" for the dead-letter view and use the Retry action."""
 
     list_display = (

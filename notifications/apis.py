@@ -14,7 +14,7 @@ from notifications.models import Notification
 from notifications.services import notification_retry
 
 
-class NotificationOutputSerializer(serializers.ModelSerializer):
+class NotificationOutputSerializer(serializers.ModelSerializer[Notification]):
     class Meta:
         model = Notification
         fields = (

@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+from typing import Any
+
 from rest_framework import serializers
 
 from core.catalog import Every, Job
 
 
-class OutboxRecoveryParams(serializers.Serializer):
+class OutboxRecoveryParams(serializers.Serializer[dict[str, Any]]):
     older_than_seconds = serializers.IntegerField(
         min_value=1,
         max_value=7 * 24 * 3600,

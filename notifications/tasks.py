@@ -26,7 +26,7 @@ RETRY_BACKOFF_MAX_SECONDS = MAX_RETRY_DELAY_SECONDS
 # django-celery-results (result_extended) from storing them; the outbox row has the outcome.
 
 
-def _dedupe(task: Task, prefix: str) -> str:
+def _dedupe(task: Task[Any, Any], prefix: str) -> str:
     # A redelivered message keeps its task id, so it maps to the same outbox rows.
     return f"{prefix}:{task.request.id or uuid.uuid4()}"
 
@@ -41,7 +41,7 @@ def _dedupe(task: Task, prefix: str) -> str:
     retry_jitter=True,
     acks_late=True,
 )
-def deliver(self: Task, notification_id: int) -> dict[str, Any]:
+def deliver(self: Task[Any, Any], notification_id: int) -> dict[str, Any]:
     """Deliver one outbox row; retry transient provider errors only, honouring Retry-After.
 
     There is no autoretry_for (only transient errors retry, and the row must be released
@@ -60,7 +60,7 @@ def deliver(self: Task, notification_id: int) -> dict[str, Any]:
         return {"notification_id": notification_id, "outcome": "rate_limited", "countdown": exc.countdown}
 
 
-def _next_countdown(task: Task) -> float | None:
+def _next_countdown(task: Task[Any, Any]) -> float | None:
     """The backoff before the next retry, or None when the retries are spent."""
     if task.max_retries is not None and task.request.retries >= task.max_retries:
         return None
@@ -78,7 +78,7 @@ def _next_countdown(task: Task) -> float | None:
 
 
 @shared_task(bind=True, name="notifications.send_email", ignore_result=True)
-def send_email(self: Task, to: str, subject: str, body: str) -> dict[str, Any]:
+def send_email(self: Task[Any, Any], to: str, subject: str, body: str) -> dict[str, Any]:
     from notifications.services import notify
 
     rows = notify(
@@ -92,7 +92,7 @@ def send_email(self: Task, to: str, subject: str, body: str) -> dict[str, Any]:
 
 
 @shared_task(bind=True, name="notifications.send_sms", ignore_result=True)
-def send_sms(self: Task, to: str, body: str) -> dict[str, Any]:
+def send_sms(self: Task[Any, Any], to: str, body: str) -> dict[str, Any]:
     from notifications.services import notify
 
     rows = notify(
@@ -102,7 +102,7 @@ def send_sms(self: Task, to: str, body: str) -> dict[str, Any]:
 
 
 @shared_task(bind=True, name="notifications.send_templated_email", ignore_result=True)
-def send_templated_email(self: Task, template: str, to: str, context: dict[str, Any]) -> dict[str, Any]:
+def send_templated_email(self: Task[Any, Any], template: str, to: str, context: dict[str, Any]) -> dict[str, Any]:
     from notifications.services import notify
 
     rows = notify(
@@ -112,7 +112,7 @@ def send_templated_email(self: Task, template: str, to: str, context: dict[str, 
 
 
 @shared_task(bind=True, name="notifications.send_templated_sms", ignore_result=True)
-def send_templated_sms(self: Task, template: str, to: str, context: dict[str, Any]) -> dict[str, Any]:
+def send_templated_sms(self: Task[Any, Any], template: str, to: str, context: dict[str, Any]) -> dict[str, Any]:
     from notifications.services import notify
 
     rows = notify(
@@ -122,7 +122,9 @@ def send_templated_sms(self: Task, template: str, to: str, context: dict[str, An
 
 
 @shared_task(bind=True, name="notifications.send_push", ignore_result=True)
-def send_push(self: Task, user_id: int, title: str, body: str, data: dict[str, Any] | None = None) -> dict[str, Any]:
+def send_push(
+    self: Task[Any, Any], user_id: int, title: str, body: str, data: dict[str, Any] | None = None
+) -> dict[str, Any]:
     from core.models import User
     from notifications.services import notify
 

@@ -9,10 +9,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import django_stubs_ext
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
+
+# Generic admin classes (ModelAdmin[Order]) for the type checker, subscriptable at run time too.
+django_stubs_ext.monkeypatch()
 
 env = environ.Env()
 # A developer's .env is read when present (never by the test suite, which sets its own);

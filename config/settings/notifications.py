@@ -14,7 +14,7 @@ env = environ.Env()
 
 
 def _choice(name: str, default: str, allowed: tuple[str, ...]) -> str:
-    value = env.str(name, default=default).strip().lower()
+    value = str(env.str(name, default=default)).strip().lower()
     if value not in allowed:
         raise ImproperlyConfigured(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
     return value
@@ -33,7 +33,7 @@ def _positive_float(name: str, default: float) -> float:
 
 def _rate(name: str, default: str) -> str:
     """`N/s`, `N/m` or `N/h`; empty or `0` turns the limit off."""
-    value = env.str(name, default=default).strip()
+    value = str(env.str(name, default=default)).strip()
     if value in ("", "0") or re.fullmatch(r"[1-9]\d*/[smh]", value):
         return value
     raise ImproperlyConfigured(f"{name} must look like 10/s, 600/m or 1000/h (or be empty), got {value!r}")

@@ -31,7 +31,7 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import F, Q, QuerySet
 from django.utils import timezone
-from kombu.exceptions import BatchPublishError
+from kombu import exceptions as kombu_exceptions
 from kombu.exceptions import OperationalError as KombuOperationalError
 
 from core.errors import Unavailable
@@ -135,6 +135,8 @@ def _registered_tasks() -> Mapping[str, Any]:
 # Publishing -----------------------------------------------------------------------------
 
 
+# kombu 5.7 raises it when a pipelined batch fails; the type stubs predate it.
+BatchPublishError: type[Exception] = kombu_exceptions.BatchPublishError  # type: ignore[attr-defined]
 # What a broker that cannot take a message raises through Celery and kombu.
 BROKER_ERRORS: tuple[type[BaseException], ...] = (
     KombuOperationalError,
@@ -238,7 +240,12 @@ def _publish_claimed(candidates: QuerySet[OutboxIntent], *, limit: int) -> tuple
         ids = [row[0] for row in rows]
         now = timezone.now()
         messages = [
-            Message(task=task, kwargs=kwargs, task_id=str(task_id), eta=not_before if not_before and not_before > now else None)
+            Message(
+                task=task,
+                kwargs=kwargs,
+                task_id=str(task_id),
+                eta=not_before if not_before and not_before > now else None,
+            )
             for _, task, kwargs, task_id, not_before in rows
         ]
         try:

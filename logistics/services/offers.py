@@ -149,7 +149,7 @@ def _answerable_offer(*, request: StockRequest, driver: Driver) -> AssignmentOff
     if offer is None:
         # Same answer as a missing request: a driver learns nothing about other drivers' offers.
         raise NotFound(f"No stock request with id {request.pk}.")
-    if offer.outcome == Outcome.EXPIRED or (offer.outcome == Outcome.OPEN and offer.due):  # type: ignore[attr-defined]
+    if offer.outcome == Outcome.EXPIRED or (offer.outcome == Outcome.OPEN and offer.due):
         raise Conflict("offer expired")
     if offer.outcome != Outcome.OPEN:
         raise Conflict(f"offer no longer open (it was {offer.get_outcome_display().lower()})")

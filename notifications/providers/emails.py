@@ -58,10 +58,7 @@ SES_TRANSIENT_CODES = {
 
 def classify_email_error(exc: Exception) -> Exception:
     """Map a backend's exception to transient or permanent; unknown errors stay as they are."""
-    try:
-        from anymail.exceptions import AnymailAPIError, AnymailRecipientsRefused, AnymailRequestsAPIError
-    except ImportError:  # pragma: no cover - anymail is a requirement
-        AnymailAPIError = AnymailRecipientsRefused = AnymailRequestsAPIError = ()  # type: ignore[assignment,misc]
+    from anymail.exceptions import AnymailAPIError, AnymailRecipientsRefused, AnymailRequestsAPIError
 
     if isinstance(exc, AnymailRecipientsRefused):
         return PermanentProviderError(f"recipient refused: {exc}")

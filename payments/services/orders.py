@@ -451,7 +451,9 @@ def orders_notify_payment_failed(*, order_ids: Sequence[uuid.UUID | str]) -> dic
             for order in orders
         )
     if len(orders) < len(given):
-        logger.warning("payment_failed: %d of %d orders unknown or not cancelled; skipped", len(given) - len(orders), len(given))
+        logger.warning(
+            "payment_failed: %d of %d orders unknown or not cancelled; skipped", len(given) - len(orders), len(given)
+        )
     return {
         "orders": len(given),
         "notified": len(orders),

@@ -5,8 +5,8 @@
 
 Seeds `<db>_bench` with 50,000 then 200,000 orders (half of them past the deadline,
 3 items each over 1,000 products, one open payment transaction each), runs the
-set-based sweep over each (one payments.notify_payment_failed message per chunk, as in
-production), then runs the naive loop (`order.save()`, `product.save()` per row) over
+set-based sweep over each (one payments.notify_payment_failed outbox intent per chunk,
+published right after the chunk's commit, as in production), then runs the naive loop (`order.save()`, `product.save()` per row) over
 5,000 expired orders of the 200,000 data set, and prints seconds, orders per second, SQL
 queries, peak Python memory (tracemalloc) and the process's peak RSS for each.
 
@@ -49,8 +49,8 @@ def seed(*, orders: int, expired: int) -> None:
             "TRUNCATE payments_orderitem, payments_paymenttransaction, payments_order, payments_product "
             "RESTART IDENTITY CASCADE"
         )
-        # The previous run's payment_failed rows (this is the benchmark's own database).
-        cur.execute("TRUNCATE notifications_notification RESTART IDENTITY")
+        # The previous run's payment_failed rows and outbox intents (this is the benchmark's own database).
+        cur.execute("TRUNCATE notifications_notification, core_outboxintent RESTART IDENTITY")
         cur.execute(
             """
             INSERT INTO payments_product (sku, name, price, currency, stock, created_at, updated_at)
@@ -147,15 +147,25 @@ def check_notified(expected_orders: int) -> None:
     assert rows.count() == 2 * expected_orders, "an order's payment_failed rows are missing"
 
 
+def check_intents_published(task: str, expected: int) -> None:
+    """Every intent of `task` was published by its commit hook: none left for the relay."""
+    from core.models import OutboxIntent
+
+    intents = OutboxIntent.objects.filter(task_name=task)
+    assert intents.count() == expected, f"{intents.count()} {task} intents, expected {expected}"
+    waiting = intents.filter(published_at__isnull=True).count()
+    assert waiting == 0, f"{waiting} {task} intents left unpublished"
+
+
 def sent_notices() -> int:
     url = settings.CELERY_BROKER_URL
     return int(redis.Redis.from_url(url).llen("payments")) if url.startswith("redis") else -1
 
 
 def drop_sent_messages() -> None:
-    # The sweep really published a notify_payment_failed per chunk (and the notify runs a
-    # deliver_batch each) for orders of this bench database: drop them, but only from a test
-    # broker (db >= 2), never from a developer's.
+    # The sweep really published a notify_payment_failed per chunk (and the notify task a
+    # deliver per notification row) for orders of this bench database: drop them, but only
+    # from a test broker (db >= 2), never from a developer's.
     url = settings.CELERY_BROKER_URL
     if url.startswith("redis") and int(url.rsplit("/", 1)[-1] or 0) >= 2:
         redis.Redis.from_url(url).delete("notifications", "payments")
@@ -214,6 +224,7 @@ def run_sweep(orders: int, *, traced: bool = False) -> tuple[Measurement, int]:
     m, queries = counted(lambda: orders_cancel_expired(), traced=traced)
     summary = m.result
     check_consistent(expired)
+    check_intents_published("payments.notify_payment_failed", summary["chunks"])
     notices = sent_notices()
     assert notices in (-1, summary["chunks"]), f"{notices} notify messages for {summary['chunks']} chunks"
     drop_sent_messages()
@@ -230,23 +241,28 @@ def run_sweep(orders: int, *, traced: bool = False) -> tuple[Measurement, int]:
 
 def run_notify(expected: int) -> None:
     """The notify task's service over the orders the last sweep cancelled, 1,000 ids per call."""
-    from payments.models import Order
-    from payments.services.orders import NOTICE_CHUNK_SIZE, orders_notify_payment_failed
+    from core.models import OutboxIntent
+    from payments.services.orders import SWEEP_CHUNK_SIZE, orders_notify_payment_failed
 
-    ids = [
-        str(pk)
-        for pk in Order.objects.filter(status=Order.Status.CANCELLED, payment_failed_notified_at__isnull=True)
-        .order_by("cancelled_at", "id")
-        .values_list("pk", flat=True)
+    # Exactly what the sweep's intents carry: one call per published intent.
+    calls = [
+        list(kwargs["order_ids"])
+        for kwargs in OutboxIntent.objects.filter(task_name="payments.notify_payment_failed")
+        .order_by("pk")
+        .values_list("kwargs", flat=True)
     ]
-    assert len(ids) == expected, (len(ids), expected)
-    calls = [ids[i : i + NOTICE_CHUNK_SIZE] for i in range(0, len(ids), NOTICE_CHUNK_SIZE)]
+    assert sum(len(c) for c in calls) == expected, (sum(len(c) for c in calls), expected)
     m, queries = counted(lambda: [orders_notify_payment_failed(order_ids=c) for c in calls], traced=False)
     assert sum(r["notified"] for r in m.result) == expected
+    # A relay publishing every intent again (after a crash) writes nothing more.
+    again = [orders_notify_payment_failed(order_ids=c)["notifications_written"] for c in calls]
+    assert sum(again) == 0, f"{sum(again)} notification rows written twice"
     check_notified(expected)
+    check_intents_published("notifications.deliver", expected)
     drop_sent_messages()
     print(line(f"notify task, {expected:,} cancelled orders in {len(calls)} calls", m, queries, expected), flush=True)
-    print(f"  {queries / len(calls):.1f} queries per call of {NOTICE_CHUNK_SIZE:,} orders", flush=True)
+    print(f"  {queries / len(calls):.1f} queries per call of {SWEEP_CHUNK_SIZE:,} orders", flush=True)
+    print(f"  exactly one payment_failed email per cancelled order: {expected:,} of {expected:,}", flush=True)
 
 
 def main() -> None:
