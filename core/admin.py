@@ -188,8 +188,23 @@ class AuditLogAdmin(admin.ModelAdmin[AuditLog]):
 class OutboxIntentAdmin(admin.ModelAdmin[OutboxIntent]):
     """The core outbox: what was asked to run, when it was published, and why not yet."""
 
-    list_display = ("id", "task_name", "dedupe_key", "created_at", "not_before", "published_at", "attempts", "task_id")
-    list_filter = (("published_at", admin.EmptyFieldListFilter), "task_name")
+    list_display = (
+        "id",
+        "task_name",
+        "dedupe_key",
+        "created_at",
+        "not_before",
+        "published_at",
+        "completed_at",
+        "attempts",
+        "publishes",
+        "task_id",
+    )
+    list_filter = (
+        ("published_at", admin.EmptyFieldListFilter),
+        ("completed_at", admin.EmptyFieldListFilter),
+        "task_name",
+    )
     search_fields = ("=dedupe_key", "=task_id", "task_name")
     readonly_fields = [f.name for f in OutboxIntent._meta.fields]
     date_hierarchy = "created_at"

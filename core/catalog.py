@@ -116,12 +116,7 @@ class Job:
 
     @property
     def queue(self) -> str:
-        from django.conf import settings
-
-        for pattern, route in settings.CELERY_TASK_ROUTES.items():
-            if pattern == self.task or (pattern.endswith("*") and self.task.startswith(pattern[:-1])):
-                return str(route["queue"])
-        return str(settings.CELERY_TASK_DEFAULT_QUEUE)
+        return queue_for_task(self.task)
 
     def schedule_text(self) -> str:
         if self.schedule is None:
@@ -243,3 +238,13 @@ def describe_crontab(minute: str, hour: str, day_of_week: str, day_of_month: str
     else:
         text = f"cron '{minute} {hour} {day_of_month} {month_of_year} {day_of_week}'"
     return f"{text} {tz}"
+
+
+def queue_for_task(task: str) -> str:
+    """The queue `task_routes` sends `task` to: an exact name first in order, else a `prefix.*` pattern."""
+    from django.conf import settings
+
+    for pattern, route in settings.CELERY_TASK_ROUTES.items():
+        if pattern == task or (pattern.endswith("*") and task.startswith(pattern[:-1])):
+            return str(route["queue"])
+    return str(settings.CELERY_TASK_DEFAULT_QUEUE)

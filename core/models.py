@@ -71,8 +71,9 @@ class JobRun(models.Model):
 class OutboxIntent(models.Model):
     """The intent to run a task, recorded in the transaction whose change causes it.
 
-    Published right after that transaction commits (core.outbox); the `outbox_relay` job
-    publishes whatever was left behind and what has come due. `dedupe_key` makes
+    Published right after that transaction commits (core.services.outbox); the
+    `outbox_relay` job publishes whatever was left behind, what has come due, and what the
+    broker lost after taking it (published, never completed). `dedupe_key` makes
     recording the same intent twice a no-op; `task_id` stays the same however often the
     relay has to publish the row, so a duplicate is recognisable in the results.
     """
@@ -83,16 +84,27 @@ class OutboxIntent(models.Model):
     dedupe_key = models.CharField(max_length=255, unique=True)
     task_id = models.UUIDField(default=uuid.uuid4, editable=False)
     not_before = models.DateTimeField(null=True, blank=True)
+    # Tries to publish (failed ones included, with `last_error`), and publishes the broker took.
     attempts = models.PositiveIntegerField(default=0)
+    publishes = models.PositiveIntegerField(default=0)
     last_error = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     published_at = models.DateTimeField(null=True, blank=True)
+    # Set by the worker when the task ran to an end (succeeded or failed, not retrying): a
+    # published row still without it long after was lost with the broker, and is published again.
+    completed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-id"]
         indexes = [
             # The relay walks only the unpublished rows, in id order: empty in steady state.
             models.Index(fields=["id"], name="outbox_unpublished", condition=models.Q(published_at__isnull=True)),
+            # The relay's look for lost messages: only rows in flight, a few seconds' worth normally.
+            models.Index(
+                fields=["published_at"],
+                name="outbox_in_flight",
+                condition=models.Q(published_at__isnull=False, completed_at__isnull=True),
+            ),
             # Pruning published rows past their retention.
             models.Index(fields=["published_at"], name="outbox_published_at"),
         ]

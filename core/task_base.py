@@ -13,6 +13,8 @@ from celery import Task, states
 from celery.exceptions import Ignore, Retry
 
 SOURCE_HEADER = "job_source"
+# Set by the outbox on every message it publishes: the intent's id, marked completed when the task ends.
+OUTBOX_HEADER = "outbox_intent"
 
 
 def job_source(*, explicit: object, periodic_task_name: object) -> str:
@@ -24,6 +26,20 @@ def job_source(*, explicit: object, periodic_task_name: object) -> str:
 
 class JobAwareTask(Task[Any, Any]):
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        intent = getattr(self.request, OUTBOX_HEADER, None)
+        try:
+            result = self._run(args, kwargs)
+        except Retry:
+            raise  # not finished: Celery sends it again
+        except BaseException:
+            if intent:
+                _intent_completed(intent)
+            raise
+        if intent:
+            _intent_completed(intent)
+        return result
+
+    def _run(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         from core.catalog import JobCatalog
 
         task_id = self.request.id
@@ -77,3 +93,13 @@ class JobAwareTask(Task[Any, Any]):
 
         if JobCatalog.for_task(self.name) is not None:
             jobruns.jobrun_mark_failed(task_id=task_id, exc=exc, only_if_unfinished=True)
+
+
+def _intent_completed(intent: object) -> None:
+    """The outbox intent behind this message ran to an end: the relay must not publish it again."""
+    from core.services.outbox import outbox_mark_completed
+
+    try:
+        outbox_mark_completed(intent_id=int(str(intent)))
+    except ValueError:
+        return  # not an id we set: a message from elsewhere that borrowed the header name

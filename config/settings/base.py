@@ -206,6 +206,13 @@ OUTBOX_RETENTION_DAYS = env_int("OUTBOX_RETENTION_DAYS", 7, minimum=1)
 # in the table for the relay. Well below the broker's visibility timeout (2 h), so an ETA
 # message is never redelivered while it still waits in a worker.
 OUTBOX_ETA_HORIZON_SECONDS = env_int("OUTBOX_ETA_HORIZON_SECONDS", 900, minimum=0, maximum=3600)
+# A published intent whose task has not ended this long after (and after its not-before time)
+# was lost by the broker and is published again. Above the longest retry chain (3 retries
+# of at most 10 minutes) and the 30-minute hard time limit.
+OUTBOX_REDELIVER_AFTER_SECONDS = env_int("OUTBOX_REDELIVER_AFTER_SECONDS", 3600, minimum=60)
+# An intent is published at most this many times; one that never completes after that is
+# left in the admin's list for an operator (a task that kills its worker every time).
+OUTBOX_MAX_PUBLISHES = env_int("OUTBOX_MAX_PUBLISHES", 5, minimum=1)
 
 from config.settings.celery import *  # noqa: E402,F403
 from config.settings.notifications import *  # noqa: E402,F403

@@ -12,7 +12,10 @@ rows are published in bulk; whatever that misses, the `outbox_relay` job publish
 Rows are claimed with SKIP LOCKED while they are published, so the after-commit hook
 and two relays never publish one row at once; a process killed between publishing and
 marking the row published makes the relay publish it again, which is why every
-consumer is idempotent. Services name the task: they never import a task module.
+consumer is idempotent. The worker marks an intent completed when its task ends
+(core.task_base); one published long ago and never completed was lost by the broker (a
+Redis restart without persistence) and the relay publishes it again. Services name the
+task: they never import a task module.
 """
 
 from __future__ import annotations
@@ -36,7 +39,9 @@ from kombu.exceptions import OperationalError as KombuOperationalError
 
 from core.errors import Unavailable
 from core.models import OutboxIntent
+from core.catalog import queue_for_task
 from core.services.bulk import delete_in_chunks
+from core.task_base import OUTBOX_HEADER
 from core.transactions import on_commit_robust
 
 logger = logging.getLogger(__name__)
@@ -203,9 +208,88 @@ def outbox_relay(*, chunk_size: int = CHUNK_SIZE, max_chunks: int = RELAY_MAX_CH
             raise Unavailable(f"Could not reach the broker; {len(page)} intents wait for the next run: {error}")
         if len(page) < chunk_size:
             break
+    redelivered, held_back = _redeliver_lost(chunk_size=chunk_size, max_chunks=max(1, max_chunks - chunks))
     pruned = outbox_prune()
     waiting = OutboxIntent.objects.filter(published_at__isnull=True).count()
-    return {"published": published, "chunks": chunks, "pruned": pruned, "waiting": waiting}
+    return {
+        "published": published,
+        "redelivered": redelivered,
+        "held_back": held_back,
+        "chunks": chunks,
+        "pruned": pruned,
+        "waiting": waiting,
+    }
+
+
+def outbox_mark_completed(*, intent_id: int) -> int:
+    """Record that the task of an intent ran to an end (the worker calls this; one indexed UPDATE)."""
+    return OutboxIntent.objects.filter(pk=intent_id, completed_at__isnull=True).update(completed_at=timezone.now())
+
+
+def _redeliver_lost(*, chunk_size: int, max_chunks: int) -> tuple[int, int]:
+    """Publish again what the broker took but never ran: published over OUTBOX_REDELIVER_AFTER_SECONDS
+    ago (and past its not-before time by as much), not completed, fewer than OUTBOX_MAX_PUBLISHES times.
+
+    A Redis restart without persistence, or a purge, loses messages the relay had counted
+    as delivered; this is what brings them back. A queue with a backlog is left alone this
+    run (its message may simply still be waiting), so the relay never piles duplicates onto
+    a queue that is behind. Returns (published again, held back behind a backlog).
+    """
+    cutoff = timezone.now() - timedelta(seconds=settings.OUTBOX_REDELIVER_AFTER_SECONDS)
+    lost = OutboxIntent.objects.filter(
+        Q(not_before__isnull=True) | Q(not_before__lt=cutoff),
+        published_at__lt=cutoff,
+        completed_at__isnull=True,
+        publishes__lt=settings.OUTBOX_MAX_PUBLISHES,
+    )
+    busy = _queues_with_backlog()
+    redelivered = held_back = 0
+    after = 0
+    for _ in range(max_chunks):
+        page = list(lost.filter(pk__gt=after).order_by("pk").values_list("pk", "task_name")[:chunk_size])
+        if not page:
+            break
+        after = page[-1][0]
+        ready = [pk for pk, task in page if queue_for_task(task) not in busy]
+        held_back += len(page) - len(ready)
+        with transaction.atomic():
+            rows = list(
+                lost.filter(pk__in=ready)
+                .select_for_update(skip_locked=True)
+                .values_list("pk", "task_name", "kwargs", "task_id")
+            )
+            if not rows:
+                continue
+            messages = [
+                Message(task=task, kwargs=kwargs, task_id=str(task_id), headers={OUTBOX_HEADER: pk})
+                for pk, task, kwargs, task_id in rows
+            ]
+            ids = [row[0] for row in rows]
+            try:
+                messages_publish(messages)
+            except BROKER_ERRORS as exc:
+                raise Unavailable(f"Could not reach the broker to publish lost intents again: {exc}") from exc
+            OutboxIntent.objects.filter(pk__in=ids).update(
+                published_at=timezone.now(), attempts=F("attempts") + 1, publishes=F("publishes") + 1
+            )
+            redelivered += len(ids)
+    if redelivered:
+        logger.warning("outbox: published %d intents again whose messages the broker lost", redelivered)
+    return redelivered, held_back
+
+
+def _queues_with_backlog() -> set[str]:
+    """The queues with messages waiting (Redis broker only; for other brokers none is known)."""
+    url = str(settings.CELERY_BROKER_URL)
+    if not url.startswith(("redis://", "rediss://")):
+        return set()
+    import redis
+
+    client = redis.Redis.from_url(url, socket_timeout=5)
+    try:
+        return {queue for queue in settings.JOB_QUEUES if client.llen(queue)}
+    finally:
+        client.close()
 
 
 def outbox_prune(*, retention_days: int | None = None) -> int:
@@ -245,8 +329,9 @@ def _publish_claimed(candidates: QuerySet[OutboxIntent], *, limit: int) -> tuple
                 kwargs=kwargs,
                 task_id=str(task_id),
                 eta=not_before if not_before and not_before > now else None,
+                headers={OUTBOX_HEADER: pk},
             )
-            for _, task, kwargs, task_id, not_before in rows
+            for pk, task, kwargs, task_id, not_before in rows
         ]
         try:
             messages_publish(messages)
@@ -254,6 +339,6 @@ def _publish_claimed(candidates: QuerySet[OutboxIntent], *, limit: int) -> tuple
             OutboxIntent.objects.filter(pk__in=ids).update(attempts=F("attempts") + 1, last_error=str(exc)[:2000])
             return 0, exc
         OutboxIntent.objects.filter(pk__in=ids).update(
-            published_at=timezone.now(), attempts=F("attempts") + 1, last_error=""
+            published_at=timezone.now(), attempts=F("attempts") + 1, publishes=F("publishes") + 1, last_error=""
         )
     return len(ids), None

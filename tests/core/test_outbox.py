@@ -213,3 +213,81 @@ def test_the_relay_is_in_the_catalog_every_15_seconds() -> None:
 
     job = JobCatalog.get("outbox_relay")
     assert (job.task, job.schedule, job.queue) == ("core.relay_outbox", Every(seconds=15), "default")
+
+
+# Messages the broker lost after taking them ------------------------------------------------
+
+
+def _published_intent(key: str, *, minutes_ago: float, publishes: int = 1) -> OutboxIntent:
+    at = timezone.now() - timedelta(minutes=minutes_ago)
+    return OutboxIntent.objects.create(
+        task_name=DELIVER,
+        kwargs={"notification_id": 999_999},
+        dedupe_key=key,
+        published_at=at,
+        attempts=publishes,
+        publishes=publishes,
+    )
+
+
+@pytest.mark.django_db
+def test_a_task_that_ran_to_an_end_marks_its_intent_completed_and_a_retrying_one_does_not(
+    broker: BrokerProbe, django_capture_on_commit_callbacks: Any
+) -> None:
+    from notifications.tasks import deliver
+
+    with django_capture_on_commit_callbacks(execute=True):
+        outbox_add(task=DELIVER, kwargs={"notification_id": 999_999}, dedupe_key="gone")
+    intent = OutboxIntent.objects.get()
+    [message] = _deliveries()
+    # When the worker runs the message (its body here, with the headers the outbox sent)
+    result = deliver.apply(kwargs=message.kwargs, task_id=message.id, headers={"outbox_intent": intent.pk}).get()
+    # Then the task ended (the row does not exist: said, not retried) and the intent is completed
+    assert result["outcome"] == "not_found"
+    intent.refresh_from_db()
+    assert intent.completed_at is not None
+    # And a run without the header (a bare .delay()) touches no intent
+    deliver.apply(kwargs={"notification_id": 999_999})
+    assert OutboxIntent.objects.filter(completed_at__isnull=True).count() == 0
+
+
+@pytest.mark.django_db
+def test_the_relay_publishes_again_what_the_broker_lost_and_leaves_running_and_finished_work_alone(
+    broker: BrokerProbe, settings: Any
+) -> None:
+    settings.OUTBOX_REDELIVER_AFTER_SECONDS = 3600
+    settings.OUTBOX_MAX_PUBLISHES = 5
+    # Given a message taken 2 hours ago and never run (Redis restarted empty), one published a
+    # minute ago (still running), one that completed, and one already published five times
+    lost = _published_intent("lost", minutes_ago=120)
+    _published_intent("running", minutes_ago=1)
+    done = _published_intent("done", minutes_ago=120)
+    OutboxIntent.objects.filter(pk=done.pk).update(completed_at=timezone.now())
+    _published_intent("poison", minutes_ago=120, publishes=5)
+    # When the relay runs
+    summary = outbox_relay()
+    # Then only the lost one is published again, with its own task id
+    assert (summary["redelivered"], summary["held_back"]) == (1, 0)
+    [message] = _deliveries()
+    assert message.id == str(lost.task_id)
+    lost.refresh_from_db()
+    assert lost.publishes == 2 and lost.published_at > timezone.now() - timedelta(minutes=1)
+    # And the next run leaves it alone until it is overdue again
+    assert outbox_relay()["redelivered"] == 0
+
+
+@pytest.mark.django_db
+def test_the_relay_holds_back_redelivery_while_the_tasks_queue_has_a_backlog(
+    broker: BrokerProbe, settings: Any
+) -> None:
+    settings.OUTBOX_REDELIVER_AFTER_SECONDS = 3600
+    _published_intent("maybe-still-queued", minutes_ago=120)
+    # Given the notifications queue is still working through a backlog
+    from tests.support.broker import test_broker
+
+    test_broker().lpush("notifications", b"{}")
+    # Then the relay does not add a duplicate behind it
+    assert (outbox_relay()["redelivered"], outbox_relay()["held_back"]) == (0, 1)
+    # Once the queue is drained, it publishes it again
+    test_broker().delete("notifications")
+    assert outbox_relay()["redelivered"] == 1
