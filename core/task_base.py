@@ -24,9 +24,17 @@ def job_source(*, explicit: object, periodic_task_name: object) -> str:
     return "beat" if periodic_task_name else "shell"
 
 
+def request_header(request: Any, name: str) -> Any:
+    """A custom message header: a worker merges it into the request, an eager `.apply()` keeps it in `headers`."""
+    value = getattr(request, name, None)
+    if value is None:
+        value = (getattr(request, "headers", None) or {}).get(name)
+    return value
+
+
 class JobAwareTask(Task[Any, Any]):
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        intent = getattr(self.request, OUTBOX_HEADER, None)
+        intent = request_header(self.request, OUTBOX_HEADER)
         try:
             result = self._run(args, kwargs)
         except Retry:
@@ -50,7 +58,7 @@ class JobAwareTask(Task[Any, Any]):
 
     def _source(self) -> str:
         return job_source(
-            explicit=getattr(self.request, SOURCE_HEADER, None),
+            explicit=request_header(self.request, SOURCE_HEADER),
             periodic_task_name=getattr(self.request, "periodic_task_name", None),
         )
 

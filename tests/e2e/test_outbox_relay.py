@@ -6,9 +6,11 @@ import socket
 import subprocess
 import sys
 from collections import Counter
+from datetime import timedelta
 from typing import Any
 
 import pytest
+import time_machine
 
 from core.models import JobRun, OutboxIntent
 from core.services.outbox import outbox_relay
@@ -78,6 +80,49 @@ def test_intents_committed_while_the_broker_refuses_connections_are_relayed_once
     )
     assert Counter(Notification.objects.values_list("to_address", flat=True)) == dict.fromkeys(PHONES, 1)
     assert not OutboxIntent.objects.filter(published_at__isnull=True).exists()
+    # And the worker marked each intent completed, so the relay never publishes them again
+    wait_for(
+        lambda: not OutboxIntent.objects.filter(task_name="notifications.send_sms", completed_at__isnull=True).exists(),
+        timeout=30,
+        message="the worker to mark the three intents completed",
+    )
+
+
+def test_messages_lost_with_a_redis_restart_are_published_again_by_the_relay_and_run_once(
+    start_worker: Any, settings: Any
+) -> None:
+    from django.db import transaction
+    from django.utils import timezone
+
+    from core.services.outbox import Intent, outbox_add_many
+    from tests.support.broker import test_broker
+
+    # Given three intents published at commit while no worker was up
+    with transaction.atomic():
+        outbox_add_many(
+            Intent(task="notifications.send_sms", kwargs={"to": to, "body": "lost"}, dedupe_key="lost:" + to)
+            for to in PHONES
+        )
+    assert OutboxIntent.objects.filter(published_at__isnull=False).count() == 3
+    # When Redis restarts empty (no persistence): the messages are gone
+    test_broker().flushdb()
+    worker = start_worker(queues="notifications")
+    # Then the relay does nothing while they may still be on their way ...
+    assert outbox_relay()["redelivered"] == 0
+    # ... and publishes them again once they are overdue
+    with time_machine.travel(timezone.now() + timedelta(seconds=settings.OUTBOX_REDELIVER_AFTER_SECONDS + 60)):
+        assert outbox_relay()["redelivered"] == 3
+    wait_for(
+        lambda: Notification.objects.filter(status="sent").count() == 3,
+        timeout=60,
+        message=f"the three SMS to be sent after the redelivery; worker log at {worker.log}",
+    )
+    assert Counter(Notification.objects.values_list("to_address", flat=True)) == dict.fromkeys(PHONES, 1)
+    wait_for(
+        lambda: not OutboxIntent.objects.filter(completed_at__isnull=True).exists(),
+        timeout=30,
+        message="the worker to mark the redelivered intents completed",
+    )
 
 
 def test_the_relay_job_with_the_broker_down_fails_with_the_reason_in_its_run_and_the_rows_stay(
