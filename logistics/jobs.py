@@ -26,8 +26,7 @@ JOBS = [
         task="logistics.check_expired_driver_assignments",
         description=(
             "Reset ASSIGNING stock requests whose offer passed its deadline unaccepted to PENDING and notify "
-            "the EIC users; the safety net behind each offer's own expiry check. Also re-sends EIC notices "
-            "that were lost."
+            "the EIC users; the safety net behind each offer's own expiry check."
         ),
         schedule=Every(seconds=60),
         params=DriverAssignmentExpiryParams,

@@ -30,8 +30,8 @@ JOBS = [
     Job(
         key="notification_outbox_recovery",
         task="notifications.recover_outbox",
-        description="Re-enqueue notifications left pending (a lost broker message) or sending (a worker killed "
-        "mid-send) for longer than the threshold, so a Redis restart loses no notification.",
+        description="Re-queue notifications left sending (a worker killed mid-send) or pending (a lost retry "
+        "message) for longer than the threshold, through the core outbox.",
         schedule=Every(seconds=300),
         params=OutboxRecoveryParams,
         lease_seconds=120,
