@@ -37,9 +37,9 @@ from django.utils import timezone
 from kombu import exceptions as kombu_exceptions
 from kombu.exceptions import OperationalError as KombuOperationalError
 
+from core.catalog import queue_for_task
 from core.errors import Unavailable
 from core.models import OutboxIntent
-from core.catalog import queue_for_task
 from core.services.bulk import delete_in_chunks
 from core.task_base import OUTBOX_HEADER
 from core.transactions import on_commit_robust
@@ -114,7 +114,7 @@ def outbox_add_many(intents: Iterable[Intent]) -> int:
 def _row(intent: Intent) -> OutboxIntent:
     if not intent.dedupe_key or len(intent.dedupe_key) > 255:
         raise IntentRefused(f"An intent needs a dedupe_key of 1 to 255 characters, got {intent.dedupe_key!r}.")
-    if intent.task not in _registered_tasks():
+    if not _is_registered(intent.task):
         raise IntentRefused(f"No task named {intent.task!r} is registered; nothing was recorded.")
     if not isinstance(intent.kwargs, Mapping) or not all(isinstance(k, str) for k in intent.kwargs):
         raise IntentRefused(f"The arguments of {intent.task} must be a mapping with string keys.")
@@ -128,13 +128,12 @@ def _row(intent: Intent) -> OutboxIntent:
     )
 
 
-def _registered_tasks() -> Mapping[str, Any]:
-    tasks: Mapping[str, Any] = current_app.tasks
-    if not any(name.startswith(("core.", "payments.")) for name in tasks):
-        # A process that has not imported the task modules yet (a shell): load them once.
-        current_app.loader.import_default_modules()
-        tasks = current_app.tasks
-    return tasks
+def _is_registered(task: str) -> bool:
+    if task in current_app.tasks:
+        return True
+    # A process that has not imported the task modules yet (a shell): load them, then look again.
+    current_app.loader.import_default_modules()
+    return task in current_app.tasks
 
 
 # Publishing -----------------------------------------------------------------------------
