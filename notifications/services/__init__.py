@@ -7,7 +7,6 @@ from notifications.services.operations import notification_retry, notifications_
 from notifications.services.outbox import (
     NotifyRequest,
     deliveries_record,
-    notifications_write_many,
     notify,
     notify_many,
     summary_of,
@@ -22,7 +21,6 @@ __all__ = [
     "notification_retry",
     "notification_templates_install_defaults",
     "notifications_recover_stuck",
-    "notifications_write_many",
     "notify",
     "notify_many",
     "summary_of",

@@ -63,7 +63,9 @@ def notify(
     existing = list(Notification.objects.filter(dedupe_group=dedupe_key).order_by("pk"))
     if existing:
         return existing
-    rows = _build_rows([request], templates=_templates_for([request]), devices=_devices_for([request]))
+    rows = _build_rows(
+        [request], templates=_templates_for([request]), devices=_devices_for([request]), now=timezone.now()
+    )
     # A concurrent call with the same key waits here on the unique index, then inserts nothing.
     Notification.objects.bulk_create(rows, ignore_conflicts=True)
     saved = list(Notification.objects.filter(dedupe_group=dedupe_key).order_by("pk"))
@@ -71,19 +73,14 @@ def notify(
     return saved
 
 
-def notify_many(requests: Iterable[NotifyRequest]) -> int:
-    """`notify` for many requests at once: rows by bulk_create, a delivery intent per row, in chunks.
+def notify_many(requests: Iterable[NotifyRequest], *, chunk_size: int = CHUNK_SIZE) -> int:
+    """`notify` for many requests at once: rows by bulk_create, a delivery intent per pending row, in chunks.
 
-    Returns how many rows were written; requests whose `dedupe_key` already has rows are
-    skipped. Two concurrent calls with the same keys write each row once (the unique key
-    decides), but each may count it.
+    Returns how many rows this call wrote. Requests whose `dedupe_key` already has rows are
+    skipped; of two concurrent calls with the same keys, each row is written (and counted)
+    by one of them, the unique key deciding. Five queries per chunk of `chunk_size` requests.
     """
-    return len(notifications_write_many(requests))
-
-
-def notifications_write_many(requests: Iterable[NotifyRequest], *, chunk_size: int = CHUNK_SIZE) -> list[Notification]:
-    """The rows `notify_many` wrote (not saved instances: no pk), for callers that need more than a count."""
-    written: list[Notification] = []
+    written = 0
     iterator = iter(requests)
     while chunk := list(islice(iterator, chunk_size)):
         for request in chunk:
@@ -93,14 +90,20 @@ def notifications_write_many(requests: Iterable[NotifyRequest], *, chunk_size: i
         fresh = list({r.dedupe_key: r for r in chunk if r.dedupe_key not in seen}.values())
         if not fresh:
             continue
-        rows = _build_rows(fresh, templates=_templates_for(fresh), devices=_devices_for(fresh))
+        now = timezone.now()
+        rows = _build_rows(fresh, templates=_templates_for(fresh), devices=_devices_for(fresh), now=now)
         # A single INSERT is atomic on its own; no savepoint needed inside the caller's transaction.
         Notification.objects.bulk_create(rows, ignore_conflicts=True)
-        pending = Notification.objects.filter(
-            dedupe_key__in=[r.dedupe_key for r in rows], status=Notification.Status.PENDING
-        ).order_by("pk")
-        deliveries_record(pending.values_list("pk", "enqueued_at"))
-        written.extend(rows)
+        stored = list(
+            Notification.objects.filter(dedupe_key__in=[r.dedupe_key for r in rows])
+            .order_by("pk")
+            .values_list("pk", "enqueued_at", "status")
+        )
+        # Rows a concurrent call inserted first carry its own enqueued_at, not ours.
+        written += sum(1 for _, enqueued_at, _ in stored if enqueued_at == now)
+        deliveries_record(
+            (pk, enqueued_at) for pk, enqueued_at, status in stored if status == Notification.Status.PENDING
+        )
     return written
 
 
@@ -155,9 +158,12 @@ def _devices_for(requests: Sequence[NotifyRequest]) -> dict[int, list[PushDevice
 
 
 def _build_rows(
-    requests: Sequence[NotifyRequest], *, templates: set[tuple[str, str]], devices: dict[int, list[PushDevice]]
+    requests: Sequence[NotifyRequest],
+    *,
+    templates: set[tuple[str, str]],
+    devices: dict[int, list[PushDevice]],
+    now: datetime,
 ) -> list[Notification]:
-    now = timezone.now()
     rows: list[Notification] = []
     for request in requests:
         for channel in dict.fromkeys(request.channels):
