@@ -7,6 +7,7 @@ from typing import Any
 from django.db.models import Q
 from django.http import HttpRequest, HttpResponse, HttpResponsePermanentRedirect, JsonResponse
 from django.urls import Resolver404, resolve, reverse
+from django.views.decorators.csrf import csrf_exempt
 from django_celery_results.models import TaskResult
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
@@ -66,6 +67,7 @@ def _errors_text(errors: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
+@csrf_exempt  # nothing to protect, and a POST must get this JSON 404, not the CSRF failure page
 def api_not_found(request: HttpRequest, unmatched: str = "") -> HttpResponse:
     """Unknown URLs under /api/: the same JSON body as every other API error, not Django's HTML page.
 

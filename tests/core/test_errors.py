@@ -29,6 +29,13 @@ def test_an_unknown_url_under_api_answers_json_404_not_an_html_page(staff_client
     assert _is_error_body(response.json()) and path in response.json()["detail"]
 
 
+def test_a_post_to_an_unknown_api_url_is_the_same_json_404_not_a_csrf_page() -> None:
+    from django.test import Client
+
+    response = Client(enforce_csrf_checks=True).post("/api/v1/nothing/", {"a": 1})
+    assert response.status_code == 404 and _is_error_body(response.json())
+
+
 def test_an_api_url_missing_only_its_trailing_slash_is_redirected(staff_client: APIClient) -> None:
     response = staff_client.get("/api/v1/admin/jobs")
     assert response.status_code == 301
