@@ -38,3 +38,18 @@ def notify_eic_assignment_expired(stock_request_id: int, driver_id: int, offer_i
     from logistics.services import eic_notify_assignment_expired
 
     return eic_notify_assignment_expired(stock_request_id=stock_request_id, driver_id=driver_id, offer_id=offer_id)
+
+
+@shared_task(
+    name="logistics.notify_eic_assignments_expired",
+    autoretry_for=(OperationalError,),
+    retry_backoff=True,
+    retry_backoff_max=600,
+    retry_jitter=True,
+    max_retries=3,
+)
+def notify_eic_assignments_expired(offer_ids: list[int]) -> dict[str, int]:
+    """The sweep's notices: one message per chunk of expired offers."""
+    from logistics.services import eic_notify_assignments_expired
+
+    return eic_notify_assignments_expired(offer_ids=offer_ids)

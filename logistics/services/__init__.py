@@ -11,6 +11,7 @@ from logistics.services.expiry import (
     MAX_CHUNKS_PER_RUN,
     assignment_offer_expire,
     eic_notify_assignment_expired,
+    eic_notify_assignments_expired,
     stock_requests_expire_assignments,
 )
 from logistics.services.offers import (
@@ -27,6 +28,7 @@ __all__ = [
     "assignment_offer_expire",
     "assignment_timeout_seconds",
     "eic_notify_assignment_expired",
+    "eic_notify_assignments_expired",
     "offer_accept",
     "offer_reject",
     "stock_request_cancel",

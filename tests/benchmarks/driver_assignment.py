@@ -4,30 +4,41 @@
 
 1. The sweep (`logistics.check_expired_driver_assignments`) with 100,000 requests in
    ASSIGNING, 50,000 of them past their deadline, next to 100,000 delivered ones: seconds,
-   queries, peak Python memory, and the same again when there is nothing left to expire.
+   queries, peak Python memory (each chunk of 1,000 also records one EIC notice intent,
+   `logistics.notify_eic_assignments_expired` with the chunk's offer ids, in the core outbox
+   and publishes it at its commit: 50 messages in all, one run's full budget of chunks), and
+   the same again when there is nothing left to expire. Then the outbox relay publishing
+   those 50 chunk notices as if the broker had been down during the sweep, and the workers'
+   side: the notice service over the 50 chunks, for one EIC user with a device (50,000
+   pushes and their delivery messages), and once more as a redelivery would (nothing written).
 2. Latency from an offer's deadline to its request being PENDING again, over a few
-   hundred offers: with the one-shot expiry (a real `celery worker` runs the task sent
-   with the offer's deadline as eta) and with the sweep alone (every 60 s, as beat runs it).
+   hundred offers: with the one-shot expiry (the offer's `logistics.expire_assignment`
+   intent is published at its commit with the deadline as ETA, and a real `celery worker`
+   runs it) and with the sweep alone (every 60 s, as beat runs it).
 """
 
 from __future__ import annotations
 
 import os
+import resource
 import statistics
-import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import redis
 from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
-from tests.benchmarks._support import bench_database, measure
+from tests.benchmarks._support import Measurement, bench_database, measure
+from tests.e2e.conftest import CeleryProcess, process_env, wait_for
 
-ROOT = Path(__file__).resolve().parents[2]
+NOTIFY_CHUNK = "logistics.notify_eic_assignments_expired"
 TOTAL_ASSIGNING = 100_000
 EXPIRED = 50_000
 DELIVERED = 100_000
@@ -43,16 +54,62 @@ def _flush_broker() -> None:
     redis.Redis.from_url(settings.CELERY_BROKER_URL).flushdb()
 
 
+def _timed(fn: Callable[[], Any]) -> Measurement:
+    """`measure` without tracemalloc, for runs that publish thousands of messages.
+
+    tracemalloc makes kombu's per-message Python work about five times slower (1,000 messages:
+    0.34 s without it, 1.75 s with it, here), which would swamp the figure. Memory is the growth
+    of the process's peak RSS instead.
+    """
+    count = 0
+
+    def counter(execute: Callable[..., Any], sql: str, params: Any, many: bool, context: Any) -> Any:
+        nonlocal count
+        count += 1
+        return execute(sql, params, many, context)
+
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with connection.execute_wrapper(counter):
+        start = time.perf_counter()
+        result = fn()
+        seconds = time.perf_counter() - start
+    grown_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before
+    return Measurement(seconds=seconds, queries=count, peak_memory_mb=grown_kb / 1024, result=result)
+
+
+@contextmanager
+def _publish_timer() -> Iterator[dict[str, float]]:
+    """Time spent in the broker publish (core.services.outbox.messages_publish), which runs after each commit."""
+    from core.services import outbox
+
+    spent = {"seconds": 0.0, "messages": 0}
+    real = outbox.messages_publish
+
+    def timed(messages: Any) -> None:
+        start = time.perf_counter()
+        try:
+            real(messages)
+        finally:
+            spent["seconds"] += time.perf_counter() - start
+            spent["messages"] += len(messages)
+
+    outbox.messages_publish = timed  # a probe, restored below
+    try:
+        yield spent
+    finally:
+        outbox.messages_publish = real
+
+
 def _reset() -> None:
     with connection.cursor() as cur:
         cur.execute(
-            "TRUNCATE logistics_assignmentoffer, logistics_stockrequest, logistics_driver, logistics_station CASCADE"
+            "TRUNCATE logistics_assignmentoffer, logistics_stockrequest, logistics_driver, logistics_station, "
+            "core_outboxintent CASCADE"
         )
-        cur.execute(
-            "DELETE FROM notifications_notification WHERE user_id IN (SELECT id FROM core_user WHERE username LIKE %s)",
-            ["bench-driver-%"],
-        )
-        cur.execute("DELETE FROM core_user WHERE username LIKE %s", ["bench-driver-%"])
+        bench_users = "SELECT id FROM core_user WHERE username LIKE 'bench-driver-%%' OR username LIKE 'bench-eic-%%'"
+        for table in ("notifications_notification", "notifications_pushdevice", "core_user_groups"):
+            cur.execute(f"DELETE FROM {table} WHERE user_id IN ({bench_users})")
+        cur.execute(f"DELETE FROM core_user WHERE id IN ({bench_users})")
 
 
 def _drivers(n: int) -> list[int]:
@@ -131,8 +188,10 @@ def _candidate_plan() -> str:
 
 
 def bench_sweep() -> None:
+    from core.models import OutboxIntent
+    from core.services.outbox import outbox_relay
     from logistics.models import AssignmentOffer, StockRequest
-    from logistics.services import EXPIRY_CHUNK_SIZE, stock_requests_expire_assignments
+    from logistics.services import EXPIRY_CHUNK_SIZE, MAX_CHUNKS_PER_RUN, stock_requests_expire_assignments
 
     _reset()
     started = time.perf_counter()
@@ -144,24 +203,31 @@ def bench_sweep() -> None:
     )
     print(f"candidate query plan: {_candidate_plan()}")
 
-    first = measure(stock_requests_expire_assignments)
-    assert first.result == {"expired_count": EXPIRED, "notices_requeued": 0}, first.result
-    assert StockRequest.objects.filter(status="ASSIGNING").count() == TOTAL_ASSIGNING - EXPIRED
-    assert AssignmentOffer.objects.filter(outcome="EXPIRED").count() == EXPIRED
-    queued = redis.Redis.from_url(settings.CELERY_BROKER_URL).llen("logistics")
-    assert queued == -(-EXPIRED // EXPIRY_CHUNK_SIZE), queued
     chunks = -(-EXPIRED // EXPIRY_CHUNK_SIZE)
+    assert chunks <= MAX_CHUNKS_PER_RUN, f"{EXPIRED:,} offers need {chunks} chunks, over one run's {MAX_CHUNKS_PER_RUN}"
+    with _publish_timer() as publishing:
+        first = _timed(stock_requests_expire_assignments)
+    assert first.result == {"expired_count": EXPIRED}, first.result
+    assert StockRequest.objects.filter(status="ASSIGNING").count() == TOTAL_ASSIGNING - EXPIRED
+    expired_ids = set(AssignmentOffer.objects.filter(outcome="EXPIRED").values_list("pk", flat=True))
+    assert len(expired_ids) == EXPIRED
+    # Each chunk recorded one notice, carrying exactly the offers it expired, and published it at its commit.
+    recorded = OutboxIntent.objects.filter(task_name=NOTIFY_CHUNK)
+    assert recorded.count() == chunks and not recorded.filter(published_at__isnull=True).exists()
+    noticed = [pk for ids in recorded.values_list("kwargs__offer_ids", flat=True) for pk in ids]
+    assert len(noticed) == EXPIRED and set(noticed) == expired_ids, "every expired offer in exactly one notice"
+    assert not OutboxIntent.objects.filter(task_name="logistics.notify_eic_assignment_expired").exists()
+    broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    queued = broker.llen("logistics")
+    assert queued == chunks == publishing["messages"], (queued, publishing["messages"])
+    in_transactions = first.seconds - publishing["seconds"]
     print(
         f"sweep, {EXPIRED:,} to expire: {first.seconds:.2f}s ({first.rate(EXPIRED):,.0f} requests/s), "
-        f"{first.queries} queries ({chunks} chunks of {EXPIRY_CHUNK_SIZE}, "
-        f"{first.seconds / chunks * 1000:.0f} ms per chunk incl. sending), "
-        f"peak memory {first.peak_memory_mb:.1f} MB, {queued:,} fan-out messages queued"
-    )
-    fan_out = _run_fan_out()
-    print(
-        f"notice fan-out, run by workers after the sweep: {fan_out['messages']} chunk messages sent "
-        f"{fan_out['sent']:,} notify_eic_assignment_expired tasks in {fan_out['seconds']:.1f}s "
-        f"({fan_out['sent'] / fan_out['seconds']:,.0f}/s on one process, no tracemalloc)"
+        f"{first.queries} queries ({chunks} chunks of {EXPIRY_CHUNK_SIZE}), peak RSS growth "
+        f"{first.peak_memory_mb:.1f} MB (no tracemalloc); per chunk {in_transactions / chunks * 1000:.0f} ms "
+        f"of database work (the expiring transaction, which records the chunk's notice intent, then the outbox's "
+        f"claim and mark) + {publishing['seconds'] / chunks * 1000:.1f} ms publishing its one notice message "
+        f"after the commit, outside the requests' row locks; {queued:,} notice messages queued"
     )
     second = measure(stock_requests_expire_assignments)
     print(
@@ -176,25 +242,59 @@ def bench_sweep() -> None:
         f"sweep again after ANALYZE: {third.seconds * 1000:.1f} ms, {third.queries} queries; "
         f"candidate query plan: {_candidate_plan()}"
     )
+
+    # As if the broker had been down during the sweep: every chunk's notice left unpublished, for the relay.
     _flush_broker()
+    recorded.update(published_at=None)
+    relayed = _timed(outbox_relay)
+    assert relayed.result["published"] == chunks and relayed.result["waiting"] == 0, relayed.result
+    assert broker.llen("logistics") == chunks
+    print(
+        f"outbox relay, {chunks} chunk notices ({EXPIRED:,} offers) left unpublished: "
+        f"{relayed.seconds * 1000:.0f} ms, {relayed.queries} queries ({relayed.result['chunks']} chunks), "
+        f"peak RSS growth {relayed.peak_memory_mb:.1f} MB"
+    )
+    _flush_broker()
+    bench_notices([dict(kwargs) for kwargs in recorded.order_by("pk").values_list("kwargs", flat=True)])
 
 
-def _run_fan_out() -> dict[str, float]:
-    """Run the queued fan-out messages' task body here, as a worker would, timing the broker sends."""
-    import base64
-    import json
+def bench_notices(chunks: list[dict[str, Any]]) -> None:
+    """The workers' side of the sweep's notices: the service each chunk message runs, for one EIC user."""
+    from django.contrib.auth.models import Group
 
-    from logistics.services import assignment_expired_notices_send
+    from core.models import User
+    from logistics.models import EIC_GROUP
+    from logistics.services import eic_notify_assignments_expired
+    from notifications.models import Notification, PushDevice
 
-    r = redis.Redis.from_url(settings.CELERY_BROKER_URL)
-    chunks = []
-    while raw := r.rpop("logistics"):
-        message = json.loads(raw)
-        if message["headers"]["task"] == "logistics.send_assignment_expired_notices":
-            chunks.append(json.loads(base64.b64decode(message["body"]))[0][0])
-    started = time.perf_counter()
-    sent = sum(assignment_expired_notices_send(offers=offers)["sent"] for offers in chunks)
-    return {"messages": len(chunks), "sent": sent, "seconds": time.perf_counter() - started}
+    eic = User.objects.create(username="bench-eic-1")
+    eic.groups.add(Group.objects.get_or_create(name=EIC_GROUP)[0])
+    PushDevice.objects.create(user=eic, token="bench-eic-1-device")
+    offers = sum(len(kwargs["offer_ids"]) for kwargs in chunks)
+
+    def run_all() -> list[dict[str, int]]:
+        return [eic_notify_assignments_expired(offer_ids=kwargs["offer_ids"]) for kwargs in chunks]
+
+    with _publish_timer() as publishing:
+        first = _timed(run_all)
+    written = sum(r["notified"] for r in first.result)
+    assert written == offers and sum(r["missing"] for r in first.result) == 0, first.result[:3]
+    assert Notification.objects.filter(user=eic, template_key="driver_assignment_expired").count() == offers
+    print(
+        f"EIC notices, {len(chunks)} chunk messages for one EIC user: {first.seconds:.2f}s on one process "
+        f"({first.rate(offers):,.0f} offers/s, {first.seconds / len(chunks) * 1000:.0f} ms per chunk, of which "
+        f"{publishing['seconds'] / len(chunks) * 1000:.0f} ms publishing its {offers // len(chunks):,} delivery "
+        f"messages after the commit), {first.queries} queries, {written:,} pushes written, "
+        f"peak RSS growth {first.peak_memory_mb:.1f} MB"
+    )
+    _flush_broker()
+    again = _timed(run_all)
+    assert sum(r["notified"] for r in again.result) == 0, again.result[:3]
+    print(
+        f"EIC notices again (a redelivery of all {len(chunks)}): {again.seconds:.2f}s, {again.queries} queries, "
+        f"nothing written"
+    )
+    _flush_broker()
 
 
 def _percentiles(values: list[float]) -> str:
@@ -230,14 +330,8 @@ def _make_offers(n: int) -> list[int]:
     ]
 
 
-def _start_worker(log: Path) -> subprocess.Popen[bytes]:
-    db = settings.DATABASES["default"]
-    env = dict(os.environ)
-    env.update(
-        DJANGO_SETTINGS_MODULE=os.environ.get("DJANGO_SETTINGS_MODULE", "config.settings.test"),
-        DATABASE_URL=f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}",
-        LOG_LEVEL="WARNING",
-    )
+def _start_worker(log: Path) -> CeleryProcess:
+    """One worker on the logistics queue, against the benchmark database (process_env reads the live settings)."""
     argv = [
         sys.executable,
         "-m",
@@ -256,29 +350,19 @@ def _start_worker(log: Path) -> subprocess.Popen[bytes]:
         "-l",
         "warning",
     ]
-    proc = subprocess.Popen(
-        argv, cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True
-    )
+    worker = CeleryProcess(argv, process_env(LOG_LEVEL="WARNING"), log)
     from config.celery import app
 
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        replies = app.control.ping(timeout=0.5)
-        if any("bench-logistics@" in host for reply in replies for host in reply):
-            return proc
-    proc.terminate()
-    raise SystemExit(f"the benchmark worker did not start; see {log}")
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    import signal
-
-    os.killpg(proc.pid, signal.SIGTERM)
     try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=5)
+        wait_for(
+            lambda: any("bench-logistics@" in host for reply in app.control.ping(timeout=0.5) for host in reply),
+            timeout=60,
+            message=f"the benchmark worker to answer a ping; see {log}",
+        )
+    except AssertionError:
+        worker.stop()
+        raise
+    return worker
 
 
 def _wait_all_expired(offer_ids: list[int], timeout: float) -> None:
@@ -302,7 +386,7 @@ def bench_one_shot_latency() -> list[float]:
         spread = time.perf_counter() - started
         _wait_all_expired(offer_ids, timeout=LATENCY_TIMEOUT_SECONDS + spread + 60)
     finally:
-        _stop(worker)
+        worker.stop()
     latencies = _latencies(offer_ids)
     print(
         f"one-shot path ({LATENCY_OFFERS} offers made over {spread:.1f}s, {LATENCY_TIMEOUT_SECONDS}s timeout, "

@@ -8,7 +8,7 @@ from django.test import Client
 from core.models import User
 from logistics.demo import load_demo_data
 from logistics.models import Driver, Station, StockRequest
-from tests.logistics.factories import StationFactory, assigning_request
+from tests.support.factories.logistics import StationFactory, assigning_request
 
 
 @pytest.mark.django_db

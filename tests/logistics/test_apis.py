@@ -16,8 +16,9 @@ from core.models import User
 from logistics import services
 from logistics.models import AssignmentOffer, Driver, Station, StockRequest
 from notifications.models import PushDevice
-from tests.logistics.broker import sent_tasks
-from tests.logistics.factories import StationFactory, StockRequestFactory, age, assigning_request
+from tests.support.broker import sent_tasks
+from tests.support.factories.logistics import StationFactory, StockRequestFactory, age, assigning_request
+from tests.support.outbox import intents
 
 Status = StockRequest.Status
 Outcome = AssignmentOffer.Outcome
@@ -25,6 +26,9 @@ Outcome = AssignmentOffer.Outcome
 PENDING_OFFERS = reverse("logistics:driver-pending-offers")
 ACCEPT = reverse("logistics:driver-trip-accept")
 REJECT = reverse("logistics:driver-trip-reject")
+EXPIRE = "logistics.expire_assignment"
+NOTIFY = "logistics.notify_eic_assignment_expired"  # the one-shot check's notice, one per offer
+NOTIFY_CHUNK = "logistics.notify_eic_assignments_expired"  # the sweep's notice, one per chunk
 
 
 def status_url(pk: int) -> str:
@@ -37,6 +41,14 @@ def offer(client: APIClient, request_id: int, driver_id: int, mode: str = "MANUA
         {"status": "ASSIGNING", "target_driver": driver_id, "assignment_mode": mode},
         format="json",
     )
+
+
+def error(response: Any, status: int) -> dict[str, Any]:
+    """The body of an API error: every one is `{"detail": "...", "errors": {...}}`."""
+    assert response.status_code == status, (response.status_code, response.content)
+    body = response.json()
+    assert set(body) == {"detail", "errors"} and isinstance(body["detail"], str), body
+    return body
 
 
 def pushes(template: str) -> list[Any]:
@@ -81,8 +93,13 @@ class TestTheFullFlow:
             "stock_request_id": pending_request.pk,
             "data": {"type": "driver_trip_offer", "stock_request_id": pending_request.pk, "offer_id": the_offer.pk},
         }
-        [expiry] = [t for t in sent_tasks() if t.name == "logistics.expire_assignment"]
-        assert expiry.args == [pending_request.pk, the_offer.pk]
+        # (one intent in the offer's transaction, published at its commit with the deadline as ETA)
+        [intent] = intents(EXPIRE)
+        kwargs = {"stock_request_id": pending_request.pk, "offer_id": the_offer.pk}
+        assert (intent.kwargs, intent.not_before) == (kwargs, the_offer.expires_at)
+        assert intent.published_at is not None
+        [expiry] = sent_tasks("logistics", EXPIRE)
+        assert (expiry.args, expiry.kwargs) == ([], kwargs)
         assert datetime.fromisoformat(expiry.eta) == the_offer.expires_at
 
         # When the driver lists their offers 100 s later, they see it with 200 s left; the other driver sees none
@@ -131,7 +148,7 @@ class TestTheFullFlow:
         assert told[0].context == {"driver_name": "Asha", "station_name": "Booster North"}
         # And a second reject changes nothing
         again = driver_client.post(REJECT, {"stock_request_id": pending_request.pk}, format="json")
-        assert again.status_code == 409 and "no longer open" in again.json()["detail"]
+        assert "no longer open" in error(again, 409)["detail"]
         assert len(pushes("driver_offer_rejected")) == 2
 
     def test_offer_then_let_it_expire(
@@ -143,7 +160,7 @@ class TestTheFullFlow:
         pending_request: StockRequest,
         django_capture_on_commit_callbacks: Any,
     ) -> None:
-        from logistics.tasks import notify_eic_assignment_expired
+        from logistics.tasks import notify_eic_assignments_expired
 
         assert offer(eic_client, pending_request.pk, driver.pk).status_code == 200
         # When the sweep runs past the deadline
@@ -154,11 +171,15 @@ class TestTheFullFlow:
             late = driver_client.post(ACCEPT, {"stock_request_id": pending_request.pk}, format="json")
         # Then the offer is gone from the list, a late accept is refused, and the EIC users are to be told
         assert listed == []
-        assert late.status_code == 409 and late.json()["detail"] == "offer expired"
-        [notice] = [t for t in sent_tasks() if t.name == "logistics.notify_eic_assignment_expired"]
+        assert error(late, 409) == {"detail": "offer expired", "errors": {}}
+        the_offer = AssignmentOffer.objects.get(stock_request=pending_request)
+        # (the sweep's one notice for its chunk, carrying the offer)
+        [notice] = sent_tasks("logistics", NOTIFY_CHUNK)
+        assert notice.kwargs == {"offer_ids": [the_offer.pk]}
+        assert sent_tasks("logistics", NOTIFY) == []
         # When that notice runs (twice, as a redelivery would), the EIC user is pushed once
-        notify_eic_assignment_expired.apply(args=notice.args, kwargs=notice.kwargs)
-        notify_eic_assignment_expired.apply(args=notice.args, kwargs=notice.kwargs)
+        runs = [notify_eic_assignments_expired.apply(kwargs=notice.kwargs).result for _ in "ab"]
+        assert runs == [{"notified": 1, "offers": 1, "missing": 0}, {"notified": 0, "offers": 1, "missing": 0}]
         [push] = pushes("driver_assignment_expired")
         assert (push.user_id, push.to_address, push.status) == (eic_user.pk, "eic-device-token", "pending")
         assert push.context == {"driver_name": "Asha", "station_name": "Booster North"}
@@ -169,24 +190,30 @@ class TestTheFullFlow:
 @pytest.mark.django_db
 class TestWhoMayDoWhat:
     def test_anonymous_callers_get_401_everywhere(self, anon_client: APIClient, pending_request: StockRequest) -> None:
-        assert anon_client.get(PENDING_OFFERS).status_code == 401
-        assert anon_client.post(ACCEPT, {"stock_request_id": 1}, format="json").status_code == 401
-        assert anon_client.post(REJECT, {"stock_request_id": 1}, format="json").status_code == 401
-        assert offer(anon_client, pending_request.pk, 1).status_code == 401
+        for response in (
+            anon_client.get(PENDING_OFFERS),
+            anon_client.post(ACCEPT, {"stock_request_id": 1}, format="json"),
+            anon_client.post(REJECT, {"stock_request_id": 1}, format="json"),
+            offer(anon_client, pending_request.pk, 1),
+        ):
+            assert error(response, 401)["errors"] == {}
 
     def test_a_customer_is_neither_eic_nor_a_driver(
         self, customer_client: APIClient, driver: Driver, pending_request: StockRequest
     ) -> None:
-        assert offer(customer_client, pending_request.pk, driver.pk).status_code == 403
-        assert customer_client.get(PENDING_OFFERS).status_code == 403
-        assert customer_client.post(ACCEPT, {"stock_request_id": pending_request.pk}, format="json").status_code == 403
+        for response in (
+            offer(customer_client, pending_request.pk, driver.pk),
+            customer_client.get(PENDING_OFFERS),
+            customer_client.post(ACCEPT, {"stock_request_id": pending_request.pk}, format="json"),
+        ):
+            assert error(response, 403)["errors"] == {}
         pending_request.refresh_from_db()
         assert pending_request.status == Status.PENDING
 
     def test_a_driver_cannot_offer_trips(
         self, driver_client: APIClient, driver: Driver, pending_request: StockRequest
     ) -> None:
-        assert offer(driver_client, pending_request.pk, driver.pk).status_code == 403
+        error(offer(driver_client, pending_request.pk, driver.pk), 403)
 
     def test_another_driver_gets_404_for_an_offer_that_is_not_theirs(
         self,
@@ -198,9 +225,10 @@ class TestWhoMayDoWhat:
         assert offer(eic_client, pending_request.pk, driver.pk).status_code == 200
         for url in (ACCEPT, REJECT):
             response = other_driver_client.post(url, {"stock_request_id": pending_request.pk}, format="json")
-            assert response.status_code == 404
             missing = other_driver_client.post(url, {"stock_request_id": 99999}, format="json")
-            assert missing.status_code == 404
+            # The same answer as for a request that does not exist
+            assert error(response, 404) == {"detail": f"No stock request with id {pending_request.pk}.", "errors": {}}
+            assert error(missing, 404) == {"detail": "No stock request with id 99999.", "errors": {}}
         pending_request.refresh_from_db()
         assert (pending_request.status, pending_request.target_driver_id) == (Status.ASSIGNING, driver.pk)
 
@@ -224,15 +252,16 @@ class TestBadInput:
     ) -> None:
         for url in (ACCEPT, REJECT):
             response = driver_client.post(url, body, format="json")
-            assert response.status_code == 400
-            assert "stock_request_id" in response.json()
+            answer = error(response, 400)
+            assert answer["detail"].startswith("Invalid input: stock_request_id")
+            assert list(answer["errors"]) == ["stock_request_id"]
 
     def test_offering_to_an_inactive_driver_is_a_409_with_the_reason(
         self, eic_client: APIClient, driver: Driver, pending_request: StockRequest
     ) -> None:
         Driver.objects.filter(pk=driver.pk).update(active=False)
         response = offer(eic_client, pending_request.pk, driver.pk)
-        assert response.status_code == 409 and "inactive" in response.json()["detail"]
+        assert "inactive" in error(response, 409)["detail"]
         pending_request.refresh_from_db()
         assert pending_request.status == Status.PENDING and not AssignmentOffer.objects.exists()
 
@@ -242,8 +271,7 @@ class TestBadInput:
         # Given a request for a mother station, written around the admin's check
         request = StockRequestFactory(station=StationFactory(code="MS-9", kind=Station.Kind.MS))
         response = offer(eic_client, request.pk, driver.pk)
-        assert response.status_code == 409
-        assert "not a daughter booster station" in response.json()["detail"]
+        assert "not a daughter booster station" in error(response, 409)["detail"]
         request.refresh_from_db()
         assert request.status == Status.PENDING and not AssignmentOffer.objects.exists()
 
@@ -252,22 +280,28 @@ class TestBadInput:
     ) -> None:
         assert offer(eic_client, pending_request.pk, driver.pk).status_code == 200
         response = offer(eic_client, pending_request.pk, other_driver.pk)
-        assert response.status_code == 409
-        assert "is ASSIGNING, not PENDING" in response.json()["detail"]
+        assert "is ASSIGNING, not PENDING" in error(response, 409)["detail"]
         assert AssignmentOffer.objects.get().driver_id == driver.pk
 
     def test_the_eic_endpoint_validates_its_body(
         self, eic_client: APIClient, driver: Driver, pending_request: StockRequest
     ) -> None:
         url = status_url(pending_request.pk)
-        assert eic_client.patch(url, {"status": "ASSIGNING"}, format="json").status_code == 400
-        assert eic_client.patch(url, {"status": "DELIVERED"}, format="json").status_code == 400
-        assert eic_client.patch(url, {"status": "ASSIGNING", "target_driver": "x"}, format="json").status_code == 400
-        unknown = eic_client.patch(url, {"status": "ASSIGNING", "target_driver": 424242}, format="json")
-        assert unknown.status_code == 400 and "target_driver" in unknown.json()
+        without_driver = error(eic_client.patch(url, {"status": "ASSIGNING"}, format="json"), 400)
+        assert without_driver["errors"] == {"target_driver": ["Required when status is ASSIGNING."]}
+        assert list(error(eic_client.patch(url, {"status": "DELIVERED"}, format="json"), 400)["errors"]) == ["status"]
+        not_a_number = eic_client.patch(url, {"status": "ASSIGNING", "target_driver": "x"}, format="json")
+        assert list(error(not_a_number, 400)["errors"]) == ["target_driver"]
+        # An unknown driver is the service's Invalid: the same shape as the serializer's
+        unknown = error(eic_client.patch(url, {"status": "ASSIGNING", "target_driver": 424242}, format="json"), 400)
+        assert unknown["errors"] == {"target_driver": ["No driver with id 424242."]}
+        assert unknown["detail"] == "Invalid input: target_driver: No driver with id 424242."
         bad_mode = offer(eic_client, pending_request.pk, driver.pk, mode="SOMETIMES")
-        assert bad_mode.status_code == 400
-        assert offer(eic_client, 999999, driver.pk).status_code == 404
+        assert list(error(bad_mode, 400)["errors"]) == ["assignment_mode"]
+        assert error(offer(eic_client, 999999, driver.pk), 404) == {
+            "detail": "No stock request with id 999999.",
+            "errors": {},
+        }
         pending_request.refresh_from_db()
         assert pending_request.status == Status.PENDING
 
@@ -279,9 +313,21 @@ class TestBadInput:
         response = eic_client.patch(url, {"status": "CANCELLED"}, format="json")
         assert response.status_code == 200 and response.json()["status"] == "CANCELLED"
         assert AssignmentOffer.objects.get().outcome == Outcome.CANCELLED
-        assert eic_client.patch(url, {"status": "CANCELLED"}, format="json").status_code == 409
+        assert (
+            "can no longer be cancelled"
+            in error(eic_client.patch(url, {"status": "CANCELLED"}, format="json"), 409)["detail"]
+        )
         accepted = driver_client.post(ACCEPT, {"stock_request_id": pending_request.pk}, format="json")
-        assert accepted.status_code == 409 and "no longer open" in accepted.json()["detail"]
+        assert "no longer open" in error(accepted, 409)["detail"]
+        # And when the offer's check comes at the deadline, it finds the offer closed: no expiry, no EIC notice
+        age(pending_request, 301)
+        the_offer = AssignmentOffer.objects.get()
+        assert services.assignment_offer_expire(stock_request_id=pending_request.pk, offer_id=the_offer.pk) == {
+            "expired_count": 0,
+            "already_closed": 1,
+        }
+        assert services.stock_requests_expire_assignments() == {"expired_count": 0}
+        assert intents(NOTIFY) == intents(NOTIFY_CHUNK) == []
 
 
 @pytest.mark.django_db

@@ -20,11 +20,14 @@ from django.urls import reverse
 
 from logistics import services
 from logistics.models import AssignmentOffer, Driver, StockRequest
-from tests.logistics.broker import sent_tasks
-from tests.logistics.conftest import client_for
-from tests.logistics.factories import DriverFactory, assigning_request
+from tests.support.broker import sent_tasks
+from tests.support.factories.logistics import DriverFactory, assigning_request
+from tests.support.outbox import intents
+from tests.support.personas import client_for
 
 ACCEPT = reverse("logistics:driver-trip-accept")
+NOTIFY = "logistics.notify_eic_assignment_expired"  # the one-shot check's notice, one per offer
+NOTIFY_CHUNK = "logistics.notify_eic_assignments_expired"  # the sweep's notice, one per chunk
 PARALLEL_ACCEPTS = 25
 EXPIRY_RUNS = 2
 
@@ -101,17 +104,32 @@ def test_fifty_accepts_across_the_deadline_give_one_winner_or_none_and_no_5xx(of
     request.refresh_from_db()
     offer = AssignmentOffer.objects.get(stock_request=request)
     expired_total = sum(s.get("expired_count", 0) for s in race["sweeps"])
-    notices = [t for t in sent_tasks() if t.name == "logistics.notify_eic_assignment_expired"]
+    # The notice intents recorded with the expiry, and the messages their commit published, of either path
+    recorded = {name: intents(name) for name in (NOTIFY, NOTIFY_CHUNK)}
+    notices = {name: sent_tasks("logistics", name) for name in (NOTIFY, NOTIFY_CHUNK)}
     if winners:
         # The accept won: the trip is theirs, nothing expired it, no EIC notice, the rest were told it is closed
         assert (request.status, request.driver_id, offer.outcome) == ("ASSIGNED", driver.pk, "ACCEPTED")
-        assert expired_total == 0 and notices == []
+        assert expired_total == 0
+        assert recorded == notices == {NOTIFY: [], NOTIFY_CHUNK: []}
         losing = {detail for who, code, detail in answers if who == driver.pk and code != 200}
         assert losing <= {"offer no longer open (it was accepted)", "offer expired"}
     else:
-        # The deadline won: expired exactly once, one EIC notice, every accept was 409 "offer expired"
+        # The deadline won: expired exactly once, one EIC notice from the path that expired it (the one-shot
+        # check's per-offer notice, or a sweep's chunk notice carrying this offer alone), every accept was
+        # 409 "offer expired"
         assert (request.status, request.target_driver_id, offer.outcome) == ("PENDING", None, "EXPIRED")
-        assert expired_total == 1 and len(notices) == 1
+        assert expired_total == 1
+        by_one_shot = race["sweeps"][0].get("expired_count", 0) == 1
+        path, other = (NOTIFY, NOTIFY_CHUNK) if by_one_shot else (NOTIFY_CHUNK, NOTIFY)
+        expected = (
+            {"stock_request_id": request.pk, "driver_id": driver.pk, "offer_id": offer.pk}
+            if by_one_shot
+            else {"offer_ids": [offer.pk]}
+        )
+        assert len(recorded[path]) == len(notices[path]) == 1 and recorded[other] == notices[other] == []
+        assert recorded[path][0].kwargs == notices[path][0].kwargs == expected
+        assert notices[path][0].id == str(recorded[path][0].task_id)
         assert {(code, detail) for who, code, detail in answers if who == driver.pk} == {(409, "offer expired")}
 
 
