@@ -1,6 +1,24 @@
 from __future__ import annotations
 
+from typing import Any
+
 from celery import shared_task
+
+
+@shared_task(name="maintenance.cleanup_expired_discounts")
+def cleanup_expired_discounts() -> dict[str, int]:
+    """Mark discounts past their validity, or whose batch is gone, expired (chunked, idempotent)."""
+    from payments.services.pricing import discounts_expire_stale
+
+    return discounts_expire_stale()
+
+
+@shared_task(name="maintenance.cleanup_expired_carts")
+def cleanup_expired_carts(days_old: int | None = None) -> dict[str, Any]:
+    """Delete carts not updated for `days_old` days (CART_EXPIRY_DAYS), with their items, in chunks."""
+    from payments.services.carts import carts_delete_expired
+
+    return carts_delete_expired(days_old=days_old)
 
 
 @shared_task(name="maintenance.cleanup_expired_tokens")

@@ -1,24 +1,38 @@
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 from django.contrib import admin, messages
-from django.db.models import QuerySet
+from django.db.models import Model, QuerySet
 from django.http import HttpRequest
 from django.utils.translation import ngettext
 
-from payments.models import ExchangeRate, Order, OrderItem, PaymentTransaction, Product
+import payments.admin_escrow  # noqa: F401  (registers the escrow models' admin)
+from payments.admin_pricing import ProductPricingMixin  # also registers the pricing models' admin
+from payments.models import (
+    Cart,
+    CartItem,
+    ExchangeRate,
+    Order,
+    OrderItem,
+    PaymentTransaction,
+    Plan,
+    Product,
+    Subscription,
+    SubscriptionCharge,
+    SubscriptionReminder,
+)
 
 
 @admin.register(Product)
-class ProductAdmin(admin.ModelAdmin):
+class ProductAdmin(ProductPricingMixin, admin.ModelAdmin[Product]):
     list_display = ("sku", "name", "price", "currency", "stock", "updated_at")
     list_filter = ("currency",)
     search_fields = ("sku", "name")
     ordering = ("sku",)
 
 
-class OrderItemInline(admin.TabularInline):
+class OrderItemInline(admin.TabularInline[OrderItem, Order]):
     model = OrderItem
     extra = 0
     raw_id_fields = ("product",)
@@ -32,7 +46,7 @@ class OrderItemInline(admin.TabularInline):
         return super().get_queryset(request).select_related("product")
 
 
-class PaymentTransactionInline(admin.TabularInline):
+class PaymentTransactionInline(admin.TabularInline[PaymentTransaction, Order]):
     model = PaymentTransaction
     extra = 0
     fields = ("provider", "provider_reference", "amount", "currency", "status", "needs_refund", "created_at")
@@ -44,7 +58,7 @@ class PaymentTransactionInline(admin.TabularInline):
 
 
 @admin.register(Order)
-class OrderAdmin(admin.ModelAdmin):
+class OrderAdmin(admin.ModelAdmin[Order]):
     list_display = ("id", "customer", "status", "payment_status", "total", "currency", "created_at", "cancelled_at")
     list_filter = ("status", "payment_status", "currency", "cancel_reason")
     search_fields = ("id", "customer__username", "customer__email")
@@ -88,7 +102,10 @@ class OrderAdmin(admin.ModelAdmin):
         )
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
+_M = TypeVar("_M", bound=Model)
+
+
+class ReadOnlyAdmin(admin.ModelAdmin[_M]):
     """View only: these rows are written by the services, which keep stock and money consistent."""
 
     def has_add_permission(self, request: HttpRequest) -> bool:
@@ -102,7 +119,7 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 
 @admin.register(OrderItem)
-class OrderItemAdmin(ReadOnlyAdmin):
+class OrderItemAdmin(ReadOnlyAdmin[OrderItem]):
     list_display = ("order", "product", "quantity", "unit_price")
     list_filter = ("order__status",)
     search_fields = ("order__id", "product__sku", "product__name")
@@ -113,7 +130,7 @@ class OrderItemAdmin(ReadOnlyAdmin):
 
 
 @admin.register(PaymentTransaction)
-class PaymentTransactionAdmin(ReadOnlyAdmin):
+class PaymentTransactionAdmin(ReadOnlyAdmin[PaymentTransaction]):
     list_display = (
         "provider",
         "provider_reference",
@@ -134,8 +151,190 @@ class PaymentTransactionAdmin(ReadOnlyAdmin):
 
 
 @admin.register(ExchangeRate)
-class ExchangeRateAdmin(admin.ModelAdmin):
+class ExchangeRateAdmin(admin.ModelAdmin[ExchangeRate]):
     list_display = ("as_of", "base", "quote", "rate", "source", "fetched_at")
     list_filter = ("base", "quote", "source", "as_of")
     search_fields = ("base", "quote")
     date_hierarchy = "as_of"
+
+
+# Subscriptions and carts (docs/subscriptions.md) ---------------------------------------------
+
+
+@admin.register(Plan)
+class PlanAdmin(admin.ModelAdmin[Plan]):
+    list_display = ("name", "product", "quantity", "price", "currency", "interval", "interval_days", "is_active")
+    list_filter = ("is_active", "interval", "currency")
+    search_fields = ("name", "product__sku", "product__name")
+    raw_id_fields = ("product",)
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Plan]:
+        return super().get_queryset(request).select_related("product")
+
+
+class SubscriptionChargeInline(admin.TabularInline[SubscriptionCharge, Subscription]):
+    model = SubscriptionCharge
+    extra = 0
+    fields = (
+        "period_start",
+        "amount",
+        "currency",
+        "status",
+        "gateway_payment_id",
+        "attempts",
+        "order",
+        "charged_at",
+        "last_error",
+    )
+    readonly_fields = fields
+    can_delete = False
+    ordering = ("-period_start",)
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(Subscription)
+class SubscriptionAdmin(admin.ModelAdmin[Subscription]):
+    list_display = (
+        "id",
+        "user",
+        "plan",
+        "status",
+        "next_charge_date",
+        "current_period_start",
+        "failed_attempts",
+        "cancelled_at",
+    )
+    list_filter = ("status", "plan", "next_charge_date")
+    search_fields = ("id", "user__username", "user__email", "plan__name")
+    date_hierarchy = "next_charge_date"
+    raw_id_fields = ("user", "plan")
+    # Charging moves these (with the charge rows and orders), not this form.
+    readonly_fields = ("current_period_start", "failed_attempts", "cancelled_at")
+    inlines = (SubscriptionChargeInline,)
+    actions = ("charge_now", "pause", "resume", "cancel")
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Subscription]:
+        return super().get_queryset(request).select_related("user", "plan")
+
+    @admin.action(description="Charge now (next period, through the job platform)", permissions=["change"])
+    def charge_now(self, request: HttpRequest, queryset: QuerySet[Subscription]) -> None:
+        from core.errors import AppError, admin_message
+        from core.scheduler import SchedulerService
+
+        ids = sorted(queryset.values_list("pk", flat=True))
+        try:
+            run = SchedulerService.trigger_manual_update(
+                "subscription_charge_now", {"subscription_ids": ids}, source="admin", user_id=request.user.pk
+            )
+        except AppError as exc:  # too many, broker down: said, not a 500 page
+            admin_message(request, exc)
+            return
+        messages.success(
+            request,
+            ngettext(
+                "Queued the charge of %(n)d subscription (job run %(run)s); active ones only, each period once.",
+                "Queued the charges of %(n)d subscriptions (job run %(run)s); active ones only, each period once.",
+                len(ids),
+            )
+            % {"n": len(ids), "run": run.pk},
+        )
+
+    def _set_status(self, request: HttpRequest, queryset: QuerySet[Subscription], *, to: str, **extra: Any) -> None:
+        from django.utils import timezone
+
+        changed = queryset.exclude(status__in=[to, Subscription.Status.CANCELLED]).update(
+            status=to, updated_at=timezone.now(), **extra
+        )
+        label = Subscription.Status(to).label.lower()
+        messages.info(
+            request,
+            ngettext("%(n)d subscription is now %(s)s.", "%(n)d subscriptions are now %(s)s.", changed)
+            % {"n": changed, "s": label},
+        )
+
+    @admin.action(description="Pause selected subscriptions", permissions=["change"])
+    def pause(self, request: HttpRequest, queryset: QuerySet[Subscription]) -> None:
+        self._set_status(request, queryset, to=Subscription.Status.PAUSED)
+
+    @admin.action(description="Resume selected subscriptions (active, failed days reset)", permissions=["change"])
+    def resume(self, request: HttpRequest, queryset: QuerySet[Subscription]) -> None:
+        self._set_status(request, queryset, to=Subscription.Status.ACTIVE, failed_attempts=0)
+
+    @admin.action(description="Cancel selected subscriptions", permissions=["change"])
+    def cancel(self, request: HttpRequest, queryset: QuerySet[Subscription]) -> None:
+        from django.utils import timezone
+
+        self._set_status(request, queryset, to=Subscription.Status.CANCELLED, cancelled_at=timezone.now())
+
+
+@admin.register(SubscriptionCharge)
+class SubscriptionChargeAdmin(ReadOnlyAdmin[SubscriptionCharge]):
+    list_display = (
+        "subscription",
+        "period_start",
+        "amount",
+        "currency",
+        "status",
+        "gateway_payment_id",
+        "attempts",
+        "order",
+        "charged_at",
+    )
+    list_filter = ("status", "gateway", "currency", "period_start")
+    search_fields = ("subscription__id", "subscription__user__username", "gateway_payment_id", "idempotency_key")
+    date_hierarchy = "period_start"
+    raw_id_fields = ("subscription", "order")
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[SubscriptionCharge]:
+        return super().get_queryset(request).select_related("subscription", "order")
+
+
+@admin.register(SubscriptionReminder)
+class SubscriptionReminderAdmin(ReadOnlyAdmin[SubscriptionReminder]):
+    list_display = ("subscription", "period_start", "sent_at")
+    list_filter = ("period_start",)
+    search_fields = ("subscription__id", "subscription__user__username")
+    raw_id_fields = ("subscription",)
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[SubscriptionReminder]:
+        return super().get_queryset(request).select_related("subscription")
+
+
+class CartItemInline(admin.TabularInline[CartItem, Cart]):
+    model = CartItem
+    extra = 0
+    raw_id_fields = ("product",)
+    fields = ("product", "quantity", "added_at")
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[CartItem]:
+        return super().get_queryset(request).select_related("product")
+
+
+@admin.register(Cart)
+class CartAdmin(admin.ModelAdmin[Cart]):
+    list_display = ("id", "user", "item_count", "created_at", "updated_at")
+    date_hierarchy = "updated_at"
+    search_fields = ("user__username", "user__email")
+    raw_id_fields = ("user",)
+    inlines = (CartItemInline,)
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Cart]:
+        from django.db.models import Count
+
+        return super().get_queryset(request).select_related("user").annotate(item_count=Count("items"))
+
+    @admin.display(description="items", ordering="item_count")
+    def item_count(self, obj: Cart) -> int:
+        return int(getattr(obj, "item_count", 0))
+
+
+@admin.register(CartItem)
+class CartItemAdmin(admin.ModelAdmin[CartItem]):
+    list_display = ("cart", "product", "quantity", "added_at")
+    search_fields = ("cart__user__username", "product__sku", "product__name")
+    raw_id_fields = ("cart", "product")
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[CartItem]:
+        return super().get_queryset(request).select_related("cart__user", "product")

@@ -14,6 +14,7 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
 
+from payments.demo_escrow import load_escrow_demo
 from payments.models import ExchangeRate, Order, Product
 from payments.services.orders import order_pay, order_place, payment_initiate
 from payments.services.rates import exchange_rates_store
@@ -90,10 +91,149 @@ def load_demo_data() -> dict[str, int]:
     expired = Order.objects.filter(
         status=Order.Status.PENDING_PAYMENT, created_at__lt=now - timedelta(days=settings.PAYMENT_TIMEOUT_DAYS)
     ).count()
+    subscriptions = load_subscription_demo(customer_id=customer.pk)
     return {
+        **subscriptions,
+        **load_escrow_demo(),
+        **load_pricing_demo(),
         "products_created": products_created,
         "orders_created": orders_created,
         "orders_past_deadline": expired,
         "exchange_rates_created": rates["created"],
         "exchange_rates_total": ExchangeRate.objects.count(),
+    }
+
+
+# (name, plan key, days until the next charge, status)
+SUBSCRIPTIONS = [
+    ("due-today", "tea-weekly", 0, "active"),
+    ("due-tomorrow", "tea-weekly", 1, "active"),
+    ("next-week", "honey-monthly", 7, "active"),
+    ("paused", "honey-monthly", 3, "paused"),
+]
+
+
+def load_subscription_demo(*, customer_id: int) -> dict[str, int]:
+    """Two plans, four subscriptions (one due today, one due tomorrow) and a cart untouched for 40 days.
+
+    Trigger `due_subscriptions` to charge the one due today (against RAZORPAY_BASE_URL), and
+    `subscription_reminders` to remind the one due tomorrow; `expired_carts_cleanup` deletes
+    the old cart. Idempotent: rows are found by name, never duplicated.
+    """
+    from payments.models import Cart, CartItem, Plan, Subscription
+    from payments.models.subscriptions import utc_today
+
+    user_model = get_user_model()
+    today = utc_today()
+    with transaction.atomic():
+        tea = Product.objects.get(sku="DEMO-TEA-001")
+        honey = Product.objects.get(sku="DEMO-HNY-001")
+        plans = {
+            "tea-weekly": Plan.objects.get_or_create(
+                name="Demo: Assam tea every week",
+                defaults={
+                    "product": tea,
+                    "quantity": 1,
+                    "price": Decimal("7.99"),
+                    "currency": tea.currency,
+                    "interval": Plan.Interval.WEEKLY,
+                },
+            ),
+            "honey-monthly": Plan.objects.get_or_create(
+                name="Demo: honey every month",
+                defaults={
+                    "product": honey,
+                    "quantity": 2,
+                    "price": Decimal("19.90"),
+                    "currency": honey.currency,
+                    "interval": Plan.Interval.MONTHLY,
+                },
+            ),
+        }
+        created = 0
+        for name, plan_key, days, status in SUBSCRIPTIONS:
+            user, _ = user_model.objects.get_or_create(
+                username=f"demo-subscriber-{name}", defaults={"email": f"demo-subscriber-{name}@example.com"}
+            )
+            if Subscription.objects.filter(user=user).exists():
+                continue
+            Subscription.objects.create(
+                user=user,
+                plan=plans[plan_key][0],
+                status=status,
+                next_charge_date=today + timedelta(days=days),
+                gateway_customer_id=f"cust_demo_{name.replace('-', '_')}",
+                gateway_token_id=f"token_demo_{name.replace('-', '_')}",
+            )
+            created += 1
+        cart, cart_created = Cart.objects.get_or_create(user_id=customer_id)
+        if cart_created:
+            CartItem.objects.create(cart=cart, product=tea, quantity=2)
+            Cart.objects.filter(pk=cart.pk).update(updated_at=timezone.now() - timedelta(days=40))
+    return {
+        "plans_created": sum(c for _, c in plans.values()),
+        "subscriptions_created": created,
+        "old_carts_created": int(cart_created),
+    }
+
+
+# Pricing: (sku, name, base price, cost) with one batch at each of PRICING_BATCH_DAYS days from
+# expiry, so a recompute shows the tiers (30 days: 10 %, 7: 35 %, 3: 50 %; 40 days is outside
+# the window). The bread has its own, steeper policy that only starts 3 days out.
+PRICING_PRODUCTS = [
+    ("DEMO-YOG-001", "Greek yoghurt, 500 g", "3.40", "1.50"),
+    ("DEMO-CHS-001", "Aged gouda, 200 g", "6.90", "3.10"),
+    ("DEMO-BRD-001", "Sourdough loaf, 800 g", "4.50", "1.80"),
+]
+PRICING_BATCH_DAYS = (40, 20, 7, 1)
+PRICING_BATCH_UNITS = 30
+BREAD_POLICY = {
+    "name": "Fresh bread",
+    "tiers": [{"days": 1, "percentage": "50.00"}, {"days": 3, "percentage": "30.00"}],
+    "max_percentage": Decimal("70.00"),
+    "min_margin_percentage": Decimal("5.00"),
+}
+
+
+def load_pricing_demo() -> dict[str, int]:
+    """Products with batches 40, 20, 7 and 1 days from expiry (dated from the first load), and the policies."""
+    from payments.models import Batch, DiscountPolicy
+    from payments.models.pricing import BUILTIN_DEFAULT_POLICY
+
+    today = timezone.localdate()
+    with transaction.atomic():
+        _, default_created = DiscountPolicy.objects.get_or_create(
+            is_default=True, defaults={"name": "Default", **BUILTIN_DEFAULT_POLICY}
+        )
+        products_created = batches_created = 0
+        for sku, name, price, cost in PRICING_PRODUCTS:
+            product, created = Product.objects.get_or_create(
+                sku=sku,
+                defaults={
+                    "name": name,
+                    "price": Decimal(price),
+                    "currency": "EUR",
+                    "stock": PRICING_BATCH_UNITS * len(PRICING_BATCH_DAYS),
+                },
+            )
+            products_created += created
+            for days in PRICING_BATCH_DAYS:
+                _, created = Batch.objects.get_or_create(
+                    product=product,
+                    lot_code=f"{sku}-D{days}",
+                    defaults={
+                        "quantity": PRICING_BATCH_UNITS,
+                        "expiry_date": today + timedelta(days=days),
+                        "cost": Decimal(cost),
+                        "base_price": Decimal(price),
+                        "currency": "EUR",
+                    },
+                )
+                batches_created += created
+        bread = Product.objects.get(sku="DEMO-BRD-001")
+        _, bread_created = DiscountPolicy.objects.get_or_create(product=bread, defaults=BREAD_POLICY)
+    return {
+        "pricing_products_created": products_created,
+        "batches_created": batches_created,
+        "discount_policies_created": int(default_created) + int(bread_created),
     }

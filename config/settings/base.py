@@ -132,6 +132,12 @@ AUTH_PASSWORD_VALIDATORS = [
 STATIC_URL = "/static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
 
+# MEDIA (uploads: escrow milestone evidence), through Django's storage API
+# ------------------------------------------------------------------------------
+MEDIA_URL = "/media/"
+# A relative MEDIA_ROOT is taken from the project directory (an absolute one as is).
+MEDIA_ROOT = BASE_DIR / env.str("MEDIA_ROOT", default="media")
+
 # SECURITY
 # ------------------------------------------------------------------------------
 SESSION_COOKIE_HTTPONLY = True
@@ -171,7 +177,10 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAdminUser"],
     "COMPONENT_SPLIT_REQUEST": True,
-    "ENUM_NAME_OVERRIDES": {"AssignmentModeEnum": "logistics.models.StockRequest.AssignmentMode"},
+    "ENUM_NAME_OVERRIDES": {
+        "AssignmentModeEnum": "logistics.models.StockRequest.AssignmentMode",
+        "EscrowTransactionStatusEnum": "payments.models.escrow.EscrowTransaction.Status",
+    },
 }
 
 # LOGGING
@@ -194,6 +203,17 @@ EXCHANGE_RATES_URL = env.str(
     "EXCHANGE_RATES_URL", default="https://www.ecb.europa.eu/stats/eurofxref/eurofxref-daily.xml"
 )
 EXCHANGE_RATES_TIMEOUT_SECONDS = env_int("EXCHANGE_RATES_TIMEOUT_SECONDS", 10, minimum=1)
+# Subscriptions: the Razorpay gateway (tests point RAZORPAY_BASE_URL at a local server). Every
+# call has this timeout; a slower answer is a transient error, retried with the same idempotency key.
+RAZORPAY_BASE_URL = env.str("RAZORPAY_BASE_URL", default="https://api.razorpay.com")
+RAZORPAY_KEY_ID = env.str("RAZORPAY_KEY_ID", default="")
+RAZORPAY_KEY_SECRET = env.str("RAZORPAY_KEY_SECRET", default="")
+RAZORPAY_WEBHOOK_SECRET = env.str("RAZORPAY_WEBHOOK_SECRET", default="")
+RAZORPAY_TIMEOUT_SECONDS = env_int("RAZORPAY_TIMEOUT_SECONDS", 10, minimum=1, maximum=120)
+# Days a period's charge may be declined before the subscription is past_due and the customer told.
+SUBSCRIPTION_MAX_FAILED_DAYS = env_int("SUBSCRIPTION_MAX_FAILED_DAYS", 3, minimum=1, maximum=30)
+# Carts not updated for this many days are deleted by expired_carts_cleanup (its `days_old` default).
+CART_EXPIRY_DAYS = env_int("CART_EXPIRY_DAYS", 30, minimum=1, maximum=3650)
 # Beat is reported down when its heartbeat job has not run for this long.
 BEAT_HEARTBEAT_MAX_AGE_SECONDS = env_int("BEAT_HEARTBEAT_MAX_AGE_SECONDS", 120, minimum=1)
 # /health/ is computed at most this often (seconds); 0 computes it on every request.
@@ -213,6 +233,11 @@ OUTBOX_REDELIVER_AFTER_SECONDS = env_int("OUTBOX_REDELIVER_AFTER_SECONDS", 3600,
 # An intent is published at most this many times; one that never completes after that is
 # left in the admin's list for an operator (a task that kills its worker every time).
 OUTBOX_MAX_PUBLISHES = env_int("OUTBOX_MAX_PUBLISHES", 5, minimum=1)
+# Escrow: buyers are reminded of transactions unfunded this many days; sellers of milestones
+# pending (not submitted) this many days; evidence files above this size are rejected.
+ESCROW_FUNDING_REMINDER_DAYS = env_int("ESCROW_FUNDING_REMINDER_DAYS", 7, minimum=1, maximum=365)
+ESCROW_OVERDUE_MILESTONE_DAYS = env_int("ESCROW_OVERDUE_MILESTONE_DAYS", 14, minimum=1, maximum=365)
+ESCROW_EVIDENCE_MAX_BYTES = env_int("ESCROW_EVIDENCE_MAX_BYTES", 10 * 1024 * 1024, minimum=1)
 
 from config.settings.celery import *  # noqa: E402,F403
 from config.settings.notifications import *  # noqa: E402,F403

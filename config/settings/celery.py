@@ -45,11 +45,16 @@ CELERY_TASK_SEND_SENT_EVENT = False
 CELERY_TASK_TRACK_STARTED = True
 
 # Not CELERY_-prefixed: Celery would read that name as its own `task_queues`.
-JOB_QUEUES = ("default", "payments", "logistics", "notifications", "maintenance")
+JOB_QUEUES = ("default", "payments", "logistics", "notifications", "maintenance", "subscriptions")
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_CREATE_MISSING_QUEUES = True
 CELERY_TASK_ROUTES = {
     "core.*": {"queue": "default"},
+    # Subscription charging has its own queue (and workers), so it never holds up the payment
+    # sweep; exact names first: Celery and the catalog both take the first matching route.
+    "payments.process_due_subscriptions": {"queue": "subscriptions"},
+    "payments.process_single_subscription": {"queue": "subscriptions"},
+    "payments.send_subscription_renewal_reminders": {"queue": "subscriptions"},
     "payments.*": {"queue": "payments"},
     "logistics.*": {"queue": "logistics"},
     "notifications.*": {"queue": "notifications"},

@@ -27,6 +27,7 @@ from notifications.models import Channel
 from notifications.services import NotifyRequest, notify, notify_many, summary_of
 from payments import selectors
 from payments.models import Order, OrderItem, PaymentTransaction, Product
+from payments.services.pricing import products_price_effective
 
 logger = logging.getLogger(__name__)
 
@@ -115,12 +116,16 @@ def order_place(*, customer_id: int, items: Mapping[int, int], order_id: uuid.UU
             )
             if taken != 1:
                 raise InsufficientStock(sku=product.sku, requested=items[product.pk], available=product.stock)
-        total = sum((p.price * items[p.pk] for p in products), Decimal("0.00"))
+        # Each line at the product's effective price at this moment: the discounted price of
+        # the batch that ships first, else the base price (payments.services.pricing).
+        effective = products_price_effective(product_ids=[p.pk for p in products], at=now)
+        prices = {pk: quote.price for pk, quote in effective.items()}
+        total = sum((prices[p.pk] * items[p.pk] for p in products), Decimal("0.00"))
         order = Order.objects.create(
             id=order_id or uuid.uuid4(), customer_id=customer_id, currency=currencies.pop(), total=total, created_at=now
         )
         OrderItem.objects.bulk_create(
-            [OrderItem(order=order, product=p, quantity=items[p.pk], unit_price=p.price) for p in products]
+            [OrderItem(order=order, product=p, quantity=items[p.pk], unit_price=prices[p.pk]) for p in products]
         )
     return order
 

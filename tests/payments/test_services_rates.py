@@ -155,8 +155,9 @@ def test_a_feed_larger_than_the_limit_is_refused_without_reading_it_all(feed: HT
     with pytest.raises(ExchangeRateFeedError, match=rf"more than {MAX_FEED_BYTES} bytes.*stopped reading"):
         exchange_rates_update()
 
-    # Then the client stopped soon after the limit (socket buffers aside), not after 200 MB
-    assert len(sent) < 3 * MAX_FEED_BYTES // len(chunk)
+    # Then the client stopped soon after the limit, not after 200 MB: what the server got out
+    # is the 2 MB read plus what loopback socket buffers absorbed (a few MB, more on a busy machine)
+    assert len(sent) < 10 * MAX_FEED_BYTES // len(chunk)
     assert not ExchangeRate.objects.exists()
 
 
