@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import random
-import threading
 from collections import Counter
-from collections.abc import Callable
 from typing import Any
 
 import pytest
-from django.db import connection
 from django.db.models import Sum
 
 from core.models import User
@@ -22,6 +19,7 @@ from payments.services.orders import (
     orders_notify_payment_failed,
 )
 from tests.support.broker import BrokerProbe
+from tests.support.concurrency import run_together
 from tests.support.factories.payments import (
     make_product,
     notice_ids,
@@ -31,32 +29,6 @@ from tests.support.factories.payments import (
 )
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def run_together(*fns: Callable[[], Any]) -> list[Any]:
-    """Start every function at the same moment on its own thread (and connection); re-raise any failure."""
-    barrier = threading.Barrier(len(fns))
-    results: list[Any] = [None] * len(fns)
-    errors: list[BaseException] = []
-
-    def runner(i: int, fn: Callable[[], Any]) -> None:
-        try:
-            barrier.wait(timeout=30)
-            results[i] = fn()
-        except BaseException as exc:
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=runner, args=(i, fn)) for i, fn in enumerate(fns)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=300)
-    assert not any(t.is_alive() for t in threads), "a racer is stuck (deadlock?)"
-    if errors:
-        raise errors[0]
-    return results
 
 
 def test_two_sweeps_at_once_cancel_each_of_2000_orders_once_and_restore_stock_once(

@@ -8,7 +8,8 @@ import pytest
 
 from payments.models import Discount
 from payments.services.pricing import discounts_expire_stale, discounts_recompute
-from tests.support.factories.pricing import active_discounts, default_policy, run_together, seed_batches
+from tests.support.concurrency import run_together
+from tests.support.factories.pricing import active_discounts, default_policy, seed_batches
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable
 from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
@@ -130,29 +128,3 @@ def discount_versions() -> list[tuple[int, str]]:
     with connection.cursor() as cursor:
         cursor.execute(f"SELECT id, xmin::text FROM {Discount._meta.db_table} ORDER BY id")
         return [(int(pk), str(xmin)) for pk, xmin in cursor.fetchall()]
-
-
-def run_together(*fns: Callable[[], Any]) -> list[Any]:
-    """Start every function at the same moment on its own thread (and database connection); re-raise a failure."""
-    barrier = threading.Barrier(len(fns))
-    results: list[Any] = [None] * len(fns)
-    errors: list[BaseException] = []
-
-    def runner(i: int, fn: Callable[[], Any]) -> None:
-        try:
-            barrier.wait(timeout=30)
-            results[i] = fn()
-        except BaseException as exc:
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=runner, args=(i, fn)) for i, fn in enumerate(fns)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=600)
-    assert not any(t.is_alive() for t in threads), "a racer is stuck (deadlock?)"
-    if errors:
-        raise errors[0]
-    return results
