@@ -79,17 +79,16 @@ def test_purge_refuses_without_confirmation_when_not_interactive(monkeypatch: py
         call_command("celery_manager", "purge")
 
 
-def test_purge_with_yes_empties_the_queues() -> None:
-    import redis
-    from django.conf import settings
+def test_purge_with_yes_empties_the_queues(broker: object) -> None:
+    # Given exactly two messages waiting (the `broker` fixture starts from an empty test broker)
+    from tests.support.broker import test_broker
 
-    broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
-    broker.rpush("payments", "a", "b")
+    test_broker().rpush("payments", "a", "b")
     out = io.StringIO()
 
     call_command("celery_manager", "purge", "--yes", "-Q", "payments", stdout=out)
 
-    assert broker.llen("payments") == 0
+    assert test_broker().llen("payments") == 0
     assert "Purged 2 message(s)" in out.getvalue()
 
 
