@@ -6,6 +6,7 @@ Django at `<DATABASE_URL name>_bench`, creating and migrating it when needed.
 
 from __future__ import annotations
 
+import resource
 import time
 import tracemalloc
 from collections.abc import Callable, Iterator
@@ -76,3 +77,39 @@ def measure(fn: Callable[[], Any]) -> Measurement:
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     return Measurement(seconds=seconds, queries=count, peak_memory_mb=peak / 2**20, result=result)
+
+
+class QueryCounter:
+    """Counts every statement; measure()'s query log keeps only the last 9,000, too few for a naive loop."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self, execute: Callable[..., Any], sql: str, params: Any, many: bool, context: Any) -> Any:
+        self.count += 1
+        return execute(sql, params, many, context)
+
+
+def counted(fn: Callable[[], Any], *, traced: bool = False) -> tuple[Measurement, int]:
+    """Run `fn` counting its statements; with `traced`, also its peak Python memory (tracemalloc).
+
+    Timed runs are not traced: tracemalloc hooks every allocation and slowed the payment sweep
+    3.9 x and its naive loop 2.5 x (measured), so both are timed untraced, the same way, and the
+    memory is taken in a separate traced run.
+    """
+    counter = QueryCounter()
+
+    def run() -> Any:
+        with connection.execute_wrapper(counter):
+            return fn()
+
+    if traced:
+        return measure(run), counter.count
+    start = time.perf_counter()
+    result = run()
+    return Measurement(seconds=time.perf_counter() - start, queries=0, peak_memory_mb=0.0, result=result), counter.count
+
+
+def peak_rss_mb() -> float:
+    """The process's peak resident set so far (ru_maxrss is in KiB on Linux): it never goes down."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

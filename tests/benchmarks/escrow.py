@@ -24,7 +24,6 @@ Prints rows per second, queries per chunk, peak memory and the speed-up.
 from __future__ import annotations
 
 import os
-import resource
 import time
 from collections.abc import Callable
 from typing import Any
@@ -35,7 +34,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from tests.benchmarks._support import Measurement, bench_database, measure
+from tests.benchmarks._support import Measurement, QueryCounter, bench_database, measure, peak_rss_mb
 
 USERS = int(os.environ.get("ESCROW_BENCH_USERS", "200000"))
 TRANSACTIONS = int(os.environ.get("ESCROW_BENCH_TRANSACTIONS", "500000"))
@@ -142,15 +141,6 @@ def naive_summaries(user_ids: list[int]) -> int:
     return written
 
 
-class QueryCounter:
-    def __init__(self) -> None:
-        self.count = 0
-
-    def __call__(self, execute: Callable[..., Any], sql: str, params: Any, many: bool, context: Any) -> Any:
-        self.count += 1
-        return execute(sql, params, many, context)
-
-
 def timed(fn: Callable[[], Any]) -> tuple[Measurement, int]:
     """Wall time and statements of one call, without tracemalloc (which slows it several times)."""
     counter = QueryCounter()
@@ -158,10 +148,6 @@ def timed(fn: Callable[[], Any]) -> tuple[Measurement, int]:
     with connection.execute_wrapper(counter):
         result = fn()
     return Measurement(time.perf_counter() - start, counter.count, 0.0, result), counter.count
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def drop_sent_messages() -> None:

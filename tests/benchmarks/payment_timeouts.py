@@ -17,11 +17,7 @@ data set, 1,000 ids per call like the sweep's messages (payment_failed outbox ro
 
 from __future__ import annotations
 
-import resource
-import time
-from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
 
 import django
 import redis
@@ -29,7 +25,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from tests.benchmarks._support import Measurement, bench_database, measure
+from tests.benchmarks._support import Measurement, bench_database, counted, peak_rss_mb
 
 PRODUCTS = 1000
 ITEMS_PER_ORDER = 3
@@ -169,42 +165,6 @@ def drop_sent_messages() -> None:
     url = settings.CELERY_BROKER_URL
     if url.startswith("redis") and int(url.rsplit("/", 1)[-1] or 0) >= 2:
         redis.Redis.from_url(url).delete("notifications", "payments")
-
-
-class QueryCounter:
-    """Counts every statement; measure()'s query log keeps only the last 9,000, too few for the naive loop."""
-
-    def __init__(self) -> None:
-        self.count = 0
-
-    def __call__(self, execute: Callable[..., Any], sql: str, params: Any, many: bool, context: Any) -> Any:
-        self.count += 1
-        return execute(sql, params, many, context)
-
-
-def counted(fn: Callable[[], Any], *, traced: bool) -> tuple[Measurement, int]:
-    """Run `fn` counting its statements; with `traced`, also its peak Python memory (tracemalloc).
-
-    Timed runs are not traced: tracemalloc hooks every allocation and slowed the sweep 3.9 x
-    and the naive loop 2.5 x (measured), so both are timed untraced, the same way, and the
-    memory is taken in a separate traced run.
-    """
-    counter = QueryCounter()
-
-    def run() -> Any:
-        with connection.execute_wrapper(counter):
-            return fn()
-
-    if traced:
-        return measure(run), counter.count
-    start = time.perf_counter()
-    result = run()
-    return Measurement(seconds=time.perf_counter() - start, queries=0, peak_memory_mb=0.0, result=result), counter.count
-
-
-def peak_rss_mb() -> float:
-    """The process's peak resident set so far (ru_maxrss is in KiB on Linux): it never goes down."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def line(label: str, m: Measurement, queries: int, items: int, *, traced: bool = False) -> str:

@@ -23,9 +23,6 @@ under tracemalloc, which slows what it traces):
 from __future__ import annotations
 
 import os
-import resource
-import time
-from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -33,7 +30,7 @@ import django
 from django.db import connection, transaction
 from django.utils import timezone
 
-from tests.benchmarks._support import Measurement, bench_database, measure
+from tests.benchmarks._support import Measurement, bench_database, counted, peak_rss_mb
 
 BATCHES = int(os.environ.get("PRICING_BENCH_BATCHES", "1000000"))
 BATCHES_PER_PRODUCT = 10
@@ -83,40 +80,6 @@ def seed(*, batches: int) -> int:
         cur.execute("VACUUM ANALYZE payments_batch")
         cur.execute("VACUUM ANALYZE payments_product")
     return in_window
-
-
-class QueryCounter:
-    """Counts every statement (Django's query log keeps only the last 9,000, too few for the naive loop)."""
-
-    def __init__(self) -> None:
-        self.count = 0
-
-    def __call__(self, execute: Callable[..., Any], sql: str, params: Any, many: bool, context: Any) -> Any:
-        self.count += 1
-        return execute(sql, params, many, context)
-
-
-def counted(fn: Callable[[], Any], *, traced: bool = False) -> tuple[Measurement, int]:
-    """Run `fn` counting its statements; with `traced`, also its peak Python memory (tracemalloc, which slows it).
-
-    Timed runs are untraced, the memory is taken in separate traced runs (as payment_timeouts does).
-    """
-    counter = QueryCounter()
-
-    def run() -> Any:
-        with connection.execute_wrapper(counter):
-            return fn()
-
-    if traced:
-        return measure(run), counter.count
-    start = time.perf_counter()
-    result = run()
-    return Measurement(seconds=time.perf_counter() - start, queries=0, peak_memory_mb=0.0, result=result), counter.count
-
-
-def peak_rss_mb() -> float:
-    """The process's peak resident set so far (ru_maxrss is in KiB on Linux): it never goes down."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def line(label: str, m: Measurement, queries: int, items: int, *, unit: str = "batches") -> str:
