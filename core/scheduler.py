@@ -19,11 +19,12 @@ from django.db.models import Count, OuterRef, Subquery
 from django.utils import timezone
 from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask, PeriodicTasks
 
+from core.broker import Message
 from core.catalog import Crontab, Every, Job, JobCatalog
 from core.errors import Unavailable
 from core.models import JobRun
 from core.services import jobruns
-from core.services.outbox import BROKER_ERRORS, Message, messages_publish
+from core.services.outbox import BROKER_ERRORS, messages_publish
 from core.task_base import SOURCE_HEADER
 from core.transactions import on_commit_robust
 

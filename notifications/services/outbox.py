@@ -112,9 +112,9 @@ def deliveries_record(rows: Iterable[tuple[int, datetime | None]]) -> int:
 
     Published when the caller's transaction commits; the outbox relay publishes what that
     misses. The key includes `enqueued_at`, which every retry and recovery moves on, so a
-    row put back to pending gets a fresh intent while a repeated call adds nothing.
+    row put back to pending gets a fresh intent while a repeated call adds nothing. Returns how many it recorded.
     """
-    return outbox_add_many(
+    recorded = outbox_add_many(
         Intent(
             task="notifications.deliver",
             kwargs={"notification_id": pk},
@@ -122,6 +122,7 @@ def deliveries_record(rows: Iterable[tuple[int, datetime | None]]) -> int:
         )
         for pk, enqueued_at in rows
     )
+    return len(recorded)
 
 
 def summary_of(rows: Sequence[Notification], **extra: Any) -> dict[str, Any]:

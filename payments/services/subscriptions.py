@@ -29,11 +29,10 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Case, F, Q, QuerySet, Value, When
+from django.db.models import Case, Exists, F, OuterRef, Q, QuerySet, Value, When
 from django.utils import timezone
 
 from core.errors import Invalid
-from core.models import OutboxIntent
 from core.services.outbox import Intent, outbox_add_many
 from notifications.models import Channel
 from notifications.services import NotifyRequest, notify, notify_many
@@ -94,10 +93,8 @@ def _parse_period(value: date | str) -> date:
 # The daily fan-out -------------------------------------------------------------------------
 
 
-def _active_by_date_page(
-    *, first: date | None, last: date, after: tuple[date, int] | None, limit: int
-) -> list[tuple[date, int]]:
-    """The next `limit` active subscriptions charged between `first` and `last`, as (next_charge_date, id).
+def _active_by_date(*, first: date | None, last: date, after: tuple[date, int] | None) -> QuerySet[Subscription]:
+    """Active subscriptions charged between `first` and `last`, after `after`, in (next_charge_date, id) order.
 
     Keyset pagination over the partial index `subscription_active_by_date`: each page starts
     where the last one ended, so subscriptions charged meanwhile (their date moves past
@@ -111,7 +108,25 @@ def _active_by_date_page(
         qs = qs.filter(next_charge_date__gte=last_date).filter(
             Q(next_charge_date__gt=last_date) | Q(next_charge_date=last_date, id__gt=last_id)
         )
-    return list(qs.order_by("next_charge_date", "id").values_list("next_charge_date", "id")[:limit])
+    return qs.order_by("next_charge_date", "id")
+
+
+def _active_by_date_page(
+    *, first: date | None, last: date, after: tuple[date, int] | None, limit: int
+) -> list[tuple[date, int]]:
+    """The next `limit` active subscriptions charged between `first` and `last`, as (next_charge_date, id)."""
+    return list(_active_by_date(first=first, last=last, after=after).values_list("next_charge_date", "id")[:limit])
+
+
+def _due_page(*, last: date, after: tuple[date, int] | None, limit: int) -> list[tuple[date, int, bool]]:
+    """The next page of due subscriptions as (period, id, whether that period is already paid), in one query."""
+    paid = SubscriptionCharge.objects.filter(
+        subscription_id=OuterRef("pk"),
+        period_start=OuterRef("next_charge_date"),
+        status=SubscriptionCharge.Status.SUCCEEDED,
+    )
+    rows = _active_by_date(first=None, last=last, after=after).annotate(paid=Exists(paid))
+    return list(rows.values_list("next_charge_date", "id", "paid")[:limit])
 
 
 def subscriptions_queue_due(*, today: date | None = None, chunk_size: int = FAN_OUT_CHUNK_SIZE) -> dict[str, Any]:
@@ -136,29 +151,27 @@ def subscriptions_queue_due(*, today: date | None = None, chunk_size: int = FAN_
         "chunks": 0,
     }
     after: tuple[date, int] | None = None
-    while page := _active_by_date_page(first=None, last=run_date, after=after, limit=chunk_size):
-        after = page[-1]
-        keys = {charge_dedupe_key(pk, period, run_date): (pk, period) for period, pk in page}
+    while page := _due_page(last=run_date, after=after, limit=chunk_size):
+        after = (page[-1][0], page[-1][1])
+        intents = [
+            Intent(
+                task=CHARGE_TASK,
+                kwargs={"subscription_id": pk, "period_start": period.isoformat()},
+                dedupe_key=charge_dedupe_key(pk, period, run_date),
+            )
+            for period, pk, _ in page
+        ]
         with transaction.atomic():
-            seen = set(OutboxIntent.objects.filter(dedupe_key__in=list(keys)).values_list("dedupe_key", flat=True))
-            paid = set(
-                SubscriptionCharge.objects.filter(
-                    subscription_id__in=[pk for _, pk in page], status=SubscriptionCharge.Status.SUCCEEDED
-                ).values_list("subscription_id", "period_start")
-            )
-            fresh = [(key, pk, period) for key, (pk, period) in keys.items() if key not in seen]
-            outbox_add_many(
-                Intent(
-                    task=CHARGE_TASK, kwargs={"subscription_id": pk, "period_start": period.isoformat()}, dedupe_key=key
-                )
-                for key, pk, period in fresh
-            )
-        delivering = sum(1 for _, pk, period in fresh if (pk, period) in paid)
+            # The keys recorded now; the others were queued by an earlier run today.
+            fresh = outbox_add_many(intents)
+        delivering = sum(
+            1 for (_, _, paid), intent in zip(page, intents, strict=True) if paid and intent.dedupe_key in fresh
+        )
         summary["chunks"] += 1
         summary["due"] += len(page)
         summary["queued"] += len(fresh) - delivering
         summary["already_charged"] += delivering
-        summary["already_queued"] += len(keys) - len(fresh)
+        summary["already_queued"] += len(page) - len(fresh)
         if len(page) < chunk_size:
             break
     return summary

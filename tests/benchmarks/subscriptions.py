@@ -117,7 +117,7 @@ def seed(count: int) -> None:
 
 @dataclass
 class Probe:
-    """What the fan-out pushed: each (queue key, payload) kombu's publish batch LPUSHed, and the time in the publisher."""
+    """What the fan-out pushed: each (queue, payload) core.broker wrote, and the time in the publisher."""
 
     payloads: list[tuple[str, str]] = field(default_factory=list)
     publish_seconds: float = 0.0
@@ -126,17 +126,16 @@ class Probe:
 @contextmanager
 def probed_publishing() -> Iterator[Probe]:
     """Capture the payloads (the raw baseline pushes exactly these) and time core's messages_publish."""
-    from kombu.transport import redis as kombu_redis
-
+    from core import broker
     from core.services import outbox
 
     probe = Probe()
-    real_add, real_publish = kombu_redis.PublishBatch.add, outbox.messages_publish
+    real_encode, real_publish = broker._encode, outbox.messages_publish
 
-    def add(self: Any, name: str, *args: Any) -> None:
-        if name == "lpush":
-            probe.payloads.append((str(args[0]), args[1]))
-        real_add(self, name, *args)
+    def encode(message: Any, headers: Any, *, queue: str, context: Any) -> str:
+        payload = real_encode(message, headers, queue=queue, context=context)
+        probe.payloads.append((queue, payload))
+        return payload
 
     def publish(messages: Any) -> None:
         start = time.perf_counter()
@@ -146,12 +145,12 @@ def probed_publishing() -> Iterator[Probe]:
             probe.publish_seconds += time.perf_counter() - start
 
     # Probes, restored below; the after-commit hook looks messages_publish up in the module at call time.
-    kombu_redis.PublishBatch.add = add
+    broker._encode = encode
     outbox.messages_publish = publish
     try:
         yield probe
     finally:
-        kombu_redis.PublishBatch.add = real_add
+        broker._encode = real_encode
         outbox.messages_publish = real_publish
 
 
@@ -250,7 +249,7 @@ def main() -> None:
             flush=True,
         )
         print(
-            f"  of which core's messages_publish (Celery send_task per message into one pipeline per chunk): "
+            f"  of which core's messages_publish (protocol-2 envelopes, one LPUSH per queue per chunk): "
             f"{probe.publish_seconds:.2f} s ({probe.publish_seconds / fan_out:.0%}, "
             f"{probe.publish_seconds / COUNT * 1e6:,.0f} us a message); the database (page, dedupe and paid reads, "
             f"INSERT of the intents, commit, claim and mark published): {fan_out - probe.publish_seconds:.2f} s",

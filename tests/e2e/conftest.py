@@ -52,12 +52,31 @@ def process_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def _end_with_parent() -> None:
+    """In the child, before exec: get SIGTERM when the process that started it dies (Linux).
+
+    A test run or benchmark killed by a timeout then leaves no worker behind to eat the
+    next run's messages.
+    """
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 class CeleryProcess:
     def __init__(self, argv: list[str], env: dict[str, str], log: Path) -> None:
         self.log = log
         self._fh = log.open("w")
         self.proc = subprocess.Popen(
-            argv, cwd=ROOT, env=env, stdout=self._fh, stderr=subprocess.STDOUT, start_new_session=True
+            argv,
+            cwd=ROOT,
+            env=env,
+            stdout=self._fh,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_end_with_parent,  # only a prctl call: safe between fork and exec
         )
 
     @property
