@@ -4,9 +4,14 @@
     result = gateway.charge(ChargeRequest(amount=Decimal("499.00"), currency="INR",
                                           idempotency_key="sub_12_20250101", ...))
 
-Every call has a timeout and carries the charge's idempotency key (header and receipt), so
-a call retried after a timeout or a 5xx never takes money twice: the gateway answers a
-repeated key with the payment it already made. Outcomes:
+Every call has a timeout. A charge is two calls, as Razorpay's recurring flow has it: an
+order for the amount (`create_order`, once per try; the caller stores its id on the charge
+row before paying), then a payment against that order (`charge`). An order takes one
+successful payment at most, so a call retried after a timeout, a 5xx or a killed worker
+never takes money twice: before paying again, and when the gateway refuses a payment, the
+adapter looks up the order's payments and answers with the one already made. The
+charge's idempotency key goes along too (receipt, notes and header), for the gateway's
+records. Outcomes:
 
 - `ChargeResult(status="captured")`: the money is taken;
 - `ChargeResult(status="pending")`: the gateway took the request and will say how it ended
@@ -65,6 +70,10 @@ class ChargeRequest:
     token_id: str = ""
     description: str = ""
     notes: Mapping[str, str] = field(default_factory=dict)
+    # The gateway order of this try (create_order's answer); empty until it exists.
+    order_id: str = ""
+    # Whether an earlier call of this try may have reached the gateway (a retry, a redelivery).
+    retried: bool = False
 
 
 @dataclass(frozen=True)
@@ -89,7 +98,13 @@ class PaymentEvent:
 class PaymentGateway(Protocol):
     name: str
 
-    def charge(self, request: ChargeRequest) -> ChargeResult: ...
+    def create_order(self, request: ChargeRequest) -> str:
+        """An order for the request's amount; its id. TransientGatewayError to retry."""
+        ...
+
+    def charge(self, request: ChargeRequest) -> ChargeResult:
+        """Pay `request.order_id`; the payment already made on it when there is one."""
+        ...
 
     def parse_webhook(self, *, body: bytes, signature: str) -> PaymentEvent | None:
         """The event in a verified webhook body (None when it is not about a payment); InvalidSignature otherwise."""
@@ -116,16 +131,19 @@ def _http() -> requests.Session:
 
 
 class RazorpayGateway:
-    """Razorpay's recurring-payment API: `POST /v1/payments/create/recurring` with a saved token.
+    """Razorpay's recurring payments: `POST /v1/orders`, then `POST /v1/payments/create/recurring`
+    with the order and the saved token; `GET /v1/orders/{id}/payments` finds a payment made.
 
-    Basic auth with the key id and secret. The idempotency key goes in the
-    `X-Idempotency-Key` header and as the `receipt`; the answer's `id` (or
+    Basic auth with the key id and secret. The idempotency key is the order's `receipt`
+    and goes in the notes and an `X-Idempotency-Key` header. The payment's `id` (or
     `razorpay_payment_id`) and `status` say what happened (`captured`; `created` or
-    `authorized` wait for the webhook; `failed` is a decline). A 400 with
-    `error.reason` is a decline.
+    `authorized` wait for the webhook; `failed` is a decline). A 400 with `error.reason`
+    is a decline, unless the order turns out to hold a payment already (a retry of a call
+    that did go through).
     """
 
     name = "razorpay"
+    ORDER_PATH = "/v1/orders"
     CHARGE_PATH = "/v1/payments/create/recurring"
     SIGNATURE_HEADER = "X-Razorpay-Signature"
 
@@ -148,39 +166,89 @@ class RazorpayGateway:
             timeout_seconds=settings.RAZORPAY_TIMEOUT_SECONDS,
         )
 
-    def charge(self, request: ChargeRequest) -> ChargeResult:
+    def create_order(self, request: ChargeRequest) -> str:
         body = {
             "amount": to_minor_units(request.amount, request.currency),
             "currency": request.currency,
+            # Razorpay's receipt holds 40 characters; our keys are shorter (sub_<id>_<yyyymmdd>[_r<n>]).
+            "receipt": request.idempotency_key[:40],
+            "payment_capture": True,
+            "notes": {**request.notes, "idempotency_key": request.idempotency_key},
+        }
+        response = self._call("POST", self.ORDER_PATH, json=body, key=request.idempotency_key)
+        self._raise_for_unusable(response)
+        data = _json_object(response)
+        if response.status_code >= 400 or not data.get("id"):
+            raise GatewayConfigurationError(
+                f"razorpay refused the order ({response.status_code}): {_error_text(data) or response.text[:200]}"
+            )
+        return str(data["id"])
+
+    def charge(self, request: ChargeRequest) -> ChargeResult:
+        if not request.order_id:
+            raise GatewayConfigurationError("a razorpay payment needs its order (create_order first)")
+        if request.retried and (made := self._payment_made(request.order_id)) is not None:
+            return made
+        body = {
+            "amount": to_minor_units(request.amount, request.currency),
+            "currency": request.currency,
+            "order_id": request.order_id,
             "customer_id": request.customer_id,
             "token": request.token_id,
             "recurring": "1",
-            # Razorpay's receipt holds 40 characters; our keys are shorter (sub_<id>_<yyyymmdd>[_r<n>]).
-            "receipt": request.idempotency_key[:40],
             "description": request.description,
             "notes": {**request.notes, "idempotency_key": request.idempotency_key},
         }
+        response = self._call("POST", self.CHARGE_PATH, json=body, key=request.idempotency_key)
+        result = self._result(response)
+        if result.status == "declined" and response.status_code >= 400:
+            # Refused: perhaps because the order holds a payment from a call we never heard back from.
+            made = self._payment_made(request.order_id)
+            if made is not None:
+                return made
+        return result
+
+    def _payment_made(self, order_id: str) -> ChargeResult | None:
+        """The order's captured (or authorized, still settling) payment, if it has one."""
+        response = self._call("GET", f"{self.ORDER_PATH}/{order_id}/payments")
+        self._raise_for_unusable(response)
+        items = _json_object(response).get("items")
+        payments = [p for p in items if isinstance(p, dict)] if isinstance(items, list) else []
+        for payment in payments:
+            if payment.get("status") == "captured" and payment.get("id"):
+                return ChargeResult(status="captured", payment_id=str(payment["id"]))
+        for payment in payments:
+            if payment.get("status") in ("authorized", "created") and payment.get("id"):
+                return ChargeResult(status="pending", payment_id=str(payment["id"]))
+        return None
+
+    def _call(self, method: str, path: str, *, json: Any = None, key: str = "") -> requests.Response:
         try:
-            response = _http().post(
-                self.base_url + self.CHARGE_PATH,
-                json=body,
+            return _http().request(
+                method,
+                self.base_url + path,
+                json=json,
                 auth=(self.key_id, self.key_secret),
-                headers={"X-Idempotency-Key": request.idempotency_key},
+                headers={"X-Idempotency-Key": key} if key else None,
                 timeout=self.timeout_seconds,
             )
         except (requests.Timeout, requests.ConnectionError) as exc:
             raise TransientGatewayError(f"razorpay unreachable: {exc.__class__.__name__}: {exc}") from exc
         except requests.RequestException as exc:
             raise GatewayConfigurationError(f"razorpay request failed: {exc}") from exc
-        return self._result(response)
 
-    def _result(self, response: requests.Response) -> ChargeResult:
+    def _raise_for_unusable(self, response: requests.Response) -> None:
         code = response.status_code
         if code == 429 or code >= 500:
             raise TransientGatewayError(f"razorpay answered {code}: {response.text[:200]}")
-        data = _json_object(response)
         if code in (401, 403, 404):
+            data = _json_object(response)
             raise GatewayConfigurationError(f"razorpay answered {code}: {_error_text(data) or response.text[:200]}")
+
+    def _result(self, response: requests.Response) -> ChargeResult:
+        self._raise_for_unusable(response)
+        code = response.status_code
+        data = _json_object(response)
         if 400 <= code < 500:
             # Razorpay reports a declined payment as a 400 with the error's reason (payment_failed, ...).
             return ChargeResult(

@@ -205,6 +205,11 @@ class SubscriptionCharge(models.Model):
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.INITIATED, db_index=True)
     gateway = models.CharField(max_length=20, default="razorpay")
     gateway_payment_id = models.CharField(max_length=100, blank=True)
+    gateway_order_id = models.CharField(
+        max_length=100,
+        blank=True,
+        help_text="The gateway's order for this try: it takes one successful payment at most, however often we call.",
+    )
     idempotency_key = models.CharField(
         max_length=100, unique=True, help_text="Sent with every gateway call of this try; a new try after a decline."
     )

@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -248,18 +249,21 @@ def subscription_charge(
 
     plan = sub.plan
     gw = gateway or gateway_get(charge.gateway)
+    request = ChargeRequest(
+        amount=charge.amount,
+        currency=charge.currency,
+        idempotency_key=charge.idempotency_key,
+        customer_id=sub.gateway_customer_id,
+        token_id=sub.gateway_token_id,
+        description=f"{plan.name}, period from {period.isoformat()}",
+        notes={"subscription_id": str(sub.pk), "period_start": period.isoformat()},
+    )
     try:
-        result = gw.charge(
-            ChargeRequest(
-                amount=charge.amount,
-                currency=charge.currency,
-                idempotency_key=charge.idempotency_key,
-                customer_id=sub.gateway_customer_id,
-                token_id=sub.gateway_token_id,
-                description=f"{plan.name}, period from {period.isoformat()}",
-                notes={"subscription_id": str(sub.pk), "period_start": period.isoformat()},
-            )
-        )
+        # An order existing already means an earlier call may have paid it: the gateway checks first.
+        order_id, retried = charge.gateway_order_id, bool(charge.gateway_order_id)
+        if not order_id:
+            order_id, retried = _charge_order_store(charge_id=charge.pk, order_id=gw.create_order(request))
+        result = gw.charge(replace(request, order_id=order_id, retried=retried))
     except GatewayError as exc:
         SubscriptionCharge.objects.filter(pk=charge.pk).update(
             last_error=f"{now:%Y-%m-%d %H:%M:%S} {exc.__class__.__name__}: {exc}"[:2000], updated_at=timezone.now()
@@ -273,6 +277,19 @@ def subscription_charge(
         )
         return {**summary, "outcome": "pending", "payment_id": result.payment_id}
     return _charge_decline(charge_id=charge.pk, payment_id=result.payment_id, reason=result.reason, now=timezone.now())
+
+
+def _charge_order_store(*, charge_id: int, order_id: str) -> tuple[str, bool]:
+    """Keep the try's gateway order on its row before paying; (the order to pay, whether it may be paid already).
+
+    Two workers holding the same charge may both create an order: the first stored wins,
+    and the other pays that one, checking it first.
+    """
+    if SubscriptionCharge.objects.filter(pk=charge_id, gateway_order_id="").update(
+        gateway_order_id=order_id, updated_at=timezone.now()
+    ):
+        return order_id, False
+    return SubscriptionCharge.objects.values_list("gateway_order_id", flat=True).get(pk=charge_id), True
 
 
 def _charge_claim(*, sub: Subscription, period: date, now: datetime) -> tuple[SubscriptionCharge | None, str]:
@@ -315,6 +332,7 @@ def _charge_claim(*, sub: Subscription, period: date, now: datetime) -> tuple[Su
                 "status": SubscriptionCharge.Status.INITIATED,
                 "idempotency_key": _next_try_key(charge.idempotency_key),
                 "gateway_payment_id": "",
+                "gateway_order_id": "",
             }
         plan = sub.plan
         if plan.product.stock < plan.quantity:
@@ -323,7 +341,7 @@ def _charge_claim(*, sub: Subscription, period: date, now: datetime) -> tuple[Su
         # The attempt is on record before the money can move, whatever happens to this process.
         changes.update(attempts=F("attempts") + 1, last_attempt_at=now, updated_at=now)
         SubscriptionCharge.objects.filter(pk=charge.pk).update(**changes)
-        for name in ("status", "idempotency_key", "gateway_payment_id"):
+        for name in ("status", "idempotency_key", "gateway_payment_id", "gateway_order_id"):
             if name in changes:
                 setattr(charge, name, changes[name])
         return charge, "charge"

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import time
 from collections import deque
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -150,6 +153,53 @@ def test_a_slow_gateway_is_a_transient_error(gateway: GatewayStandIn, settings: 
 
     with pytest.raises(TransientGatewayError, match="unreachable"):
         subscription_charge(subscription_id=sub.pk)
+
+
+def test_a_call_that_timed_out_after_the_gateway_took_the_money_is_answered_by_its_order_not_charged_again(
+    gateway: GatewayStandIn, settings: Any
+) -> None:
+    # Given a gateway that takes the payment but answers after our 1-second timeout
+    settings.RAZORPAY_TIMEOUT_SECONDS = 1
+    gateway.delay_seconds = 1.5
+    sub = make_subscription()
+    with pytest.raises(TransientGatewayError):
+        subscription_charge(subscription_id=sub.pk)
+    # The stand-in finishes its slow answer (and takes the money) after we gave up listening
+    deadline = time.monotonic() + 5
+    while not gateway.captured() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(gateway.captured()) == 1
+
+    # When the retry runs (the gateway is fast again)
+    gateway.delay_seconds = 0
+    summary = subscription_charge(subscription_id=sub.pk)
+
+    # Then it finds the payment on the period's order, takes no second one, and delivers once
+    assert summary["outcome"] == "charged"
+    assert len(gateway.captured()) == 1 and len(gateway.orders) == 1
+    charge = SubscriptionCharge.objects.get(subscription=sub)
+    assert charge.gateway_payment_id == next(iter(gateway.captured()))
+    assert charge.gateway_order_id == next(iter(gateway.orders))
+    assert gateway.calls == [charge.idempotency_key]  # the retry asked the order, it did not pay again
+    assert Order.objects.count() == 1
+
+
+def test_a_second_payment_on_a_paid_order_is_refused_by_the_gateway_and_answered_with_the_first(
+    gateway: GatewayStandIn,
+) -> None:
+    # Given one order, paid by a first call
+    adapter = RazorpayGateway.from_settings()
+    request = ChargeRequest(amount=Decimal("9.99"), currency="EUR", idempotency_key="sub_1_20261203", token_id="t")
+    order_id = adapter.create_order(request)
+    first = adapter.charge(replace(request, order_id=order_id))
+
+    # When a second worker, not knowing, pays the same order
+    second = adapter.charge(replace(request, order_id=order_id))
+
+    # Then the gateway refused it and the adapter answers with the payment already made
+    assert first.status == second.status == "captured"
+    assert second.payment_id == first.payment_id
+    assert len(gateway.captured()) == 1 and len(gateway.calls) == 2
 
 
 def test_wrong_credentials_fail_without_counting_a_declined_day(gateway: GatewayStandIn, settings: Any) -> None:
