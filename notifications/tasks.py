@@ -7,19 +7,29 @@ import uuid
 from typing import Any
 
 from celery import Task, shared_task
-from celery.utils.time import get_exponential_backoff_interval
 from django.conf import settings
+from django.db import InterfaceError, OperationalError
 
-from notifications.services.delivery import MAX_RETRY_DELAY_SECONDS
-from notifications.services.outbox import summary_of
+from notifications.services.delivery import MAX_RETRY_DELAY_SECONDS, RetryPolicy
+from notifications.services.outbox import DELIVER_TASK, REDELIVER_TASK, summary_of
 
 logger = logging.getLogger(__name__)
 
-# The delivery policy, declared on the task and read back from it by `_next_countdown`:
-# 3 retries at most, exponential backoff with full jitter (base NOTIFICATIONS_RETRY_BACKOFF_SECONDS),
-# never more than 10 minutes between two tries (Redis's visibility_timeout is well above that).
+# The delivery policy of every row: 3 retries at most, exponential backoff with full jitter
+# (base NOTIFICATIONS_RETRY_BACKOFF_SECONDS), never more than 10 minutes between two tries (Redis's
+# visibility_timeout is well above that). A batch retries per row, so the policy is handed to the
+# service rather than to Celery's own retry, which would resend the whole batch.
 MAX_RETRIES = 3
 RETRY_BACKOFF_MAX_SECONDS = MAX_RETRY_DELAY_SECONDS
+
+
+def delivery_policy() -> RetryPolicy:
+    return RetryPolicy(
+        max_retries=MAX_RETRIES,
+        backoff_seconds=settings.NOTIFICATIONS_RETRY_BACKOFF_SECONDS,
+        backoff_max_seconds=RETRY_BACKOFF_MAX_SECONDS,
+        jitter=True,
+    )
 
 
 # The raw send tasks carry one-time codes in their arguments: ignore_result keeps
@@ -31,49 +41,63 @@ def _dedupe(task: Task[Any, Any], prefix: str) -> str:
     return f"{prefix}:{task.request.id or uuid.uuid4()}"
 
 
+# A database that went away mid-batch: the claim has not happened or is undone by the
+# rollback, so the whole message is safe to run again (rows already claimed are the recovery's).
+_DB_TRANSIENT = (OperationalError, InterfaceError)
+
+
 @shared_task(
-    bind=True,
-    name="notifications.deliver",
+    name="notifications.deliver_batch",
+    autoretry_for=_DB_TRANSIENT,
     max_retries=MAX_RETRIES,
-    # True: the factor is NOTIFICATIONS_RETRY_BACKOFF_SECONDS (an int here would be the factor).
     retry_backoff=True,
     retry_backoff_max=RETRY_BACKOFF_MAX_SECONDS,
     retry_jitter=True,
     acks_late=True,
 )
-def deliver(self: Task[Any, Any], notification_id: int) -> dict[str, Any]:
-    """Deliver one outbox row; retry transient provider errors only, honouring Retry-After.
+def deliver_batch(channel: str, notification_ids: list[int]) -> dict[str, Any]:
+    """Send a batch of one channel's outbox rows; each row retried by the delivery policy on its own."""
+    from notifications.services.delivery import notifications_deliver_batch
 
-    There is no autoretry_for (only transient errors retry, and the row must be released
-    first), so the countdown is computed here from the policy declared above, raised to
-    the provider's Retry-After when that is longer, capped at retry_backoff_max.
-    """
-    from notifications.services.delivery import RateLimited, RetryLater, notification_deliver
-
-    try:
-        return notification_deliver(notification_id=notification_id, retry_countdown=_next_countdown(self))
-    except RetryLater as exc:
-        raise self.retry(exc=exc, countdown=exc.countdown) from None
-    except RateLimited as exc:
-        # Not a failure: re-send without spending one of the three retries.
-        self.apply_async((notification_id,), countdown=exc.countdown, retries=self.request.retries)  # type: ignore[call-arg]
-        return {"notification_id": notification_id, "outcome": "rate_limited", "countdown": exc.countdown}
+    return notifications_deliver_batch(
+        channel=channel,
+        notification_ids=notification_ids,
+        policy=delivery_policy(),
+        retry_task=REDELIVER_TASK,
+        wait_task=DELIVER_TASK,  # a fresh message waiting for its rate slot stays on the fresh lane
+    )
 
 
-def _next_countdown(task: Task[Any, Any]) -> float | None:
-    """The backoff before the next retry, or None when the retries are spent."""
-    if task.max_retries is not None and task.request.retries >= task.max_retries:
-        return None
-    # Celery sets these attributes from the decorator's options; the stubs do not declare them.
-    backoff = getattr(task, "retry_backoff", True)
-    factor = settings.NOTIFICATIONS_RETRY_BACKOFF_SECONDS if backoff is True else int(backoff)
-    return float(
-        get_exponential_backoff_interval(
-            factor=factor,
-            retries=task.request.retries,
-            maximum=int(getattr(task, "retry_backoff_max", RETRY_BACKOFF_MAX_SECONDS)),
-            full_jitter=bool(getattr(task, "retry_jitter", True)),
-        )
+@shared_task(
+    name="notifications.redeliver_batch",
+    autoretry_for=_DB_TRANSIENT,
+    max_retries=MAX_RETRIES,
+    retry_backoff=True,
+    retry_backoff_max=RETRY_BACKOFF_MAX_SECONDS,
+    retry_jitter=True,
+    acks_late=True,
+)
+def redeliver_batch(channel: str, notification_ids: list[int]) -> dict[str, Any]:
+    """`deliver_batch` for rows tried before (retries, rate-limit waits, recovery), on the `notifications_retry` queue."""
+    from notifications.services.delivery import notifications_deliver_batch
+
+    return notifications_deliver_batch(
+        channel=channel, notification_ids=notification_ids, policy=delivery_policy(), retry_task=REDELIVER_TASK
+    )
+
+
+@shared_task(name="notifications.deliver", acks_late=True)
+def deliver(notification_id: int) -> dict[str, Any]:
+    """One row (messages queued before batch delivery, a shell): delivered as a batch of one."""
+    from notifications.models import Notification
+    from notifications.services.delivery import notifications_deliver_batch
+
+    channel = Notification.objects.filter(pk=notification_id).values_list("channel", flat=True).first()
+    if channel is None:
+        logger.warning("notification %s does not exist; nothing to deliver", notification_id)
+        return {"notification_id": notification_id, "outcome": "not_found"}
+    return notifications_deliver_batch(
+        channel=channel, notification_ids=[notification_id], policy=delivery_policy(), retry_task=REDELIVER_TASK
     )
 
 

@@ -45,7 +45,15 @@ CELERY_TASK_SEND_SENT_EVENT = False
 CELERY_TASK_TRACK_STARTED = True
 
 # Not CELERY_-prefixed: Celery would read that name as its own `task_queues`.
-JOB_QUEUES = ("default", "payments", "logistics", "notifications", "maintenance", "subscriptions")
+JOB_QUEUES = (
+    "default",
+    "payments",
+    "logistics",
+    "notifications",
+    "notifications_retry",
+    "maintenance",
+    "subscriptions",
+)
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_CREATE_MISSING_QUEUES = True
 CELERY_TASK_ROUTES = {
@@ -57,6 +65,9 @@ CELERY_TASK_ROUTES = {
     "payments.send_subscription_renewal_reminders": {"queue": "subscriptions"},
     "payments.*": {"queue": "payments"},
     "logistics.*": {"queue": "logistics"},
+    # Rows tried before (retries, rate-limit waits, recovery) have their own lane: a worker takes
+    # from both queues in turn, so a backlog of old rows never delays fresh messages.
+    "notifications.redeliver_batch": {"queue": "notifications_retry"},
     "notifications.*": {"queue": "notifications"},
     "maintenance.*": {"queue": "maintenance"},
     "celery.backend_cleanup": {"queue": "maintenance"},

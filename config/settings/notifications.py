@@ -63,6 +63,9 @@ EMAIL_HOST_PASSWORD = env.str("EMAIL_HOST_PASSWORD", default="")
 EMAIL_USE_TLS = env.bool("EMAIL_USE_TLS", default=False)
 EMAIL_USE_SSL = env.bool("EMAIL_USE_SSL", default=False)
 SENDGRID_API_URL = env.str("SENDGRID_API_URL", default="https://api.sendgrid.com/v3/")
+# An SES stored template with subject "{{subject}}" and text "{{body}}": when set, a batch of
+# emails goes out in one SendBulkEmail call instead of one SendEmail call per message.
+NOTIFICATIONS_SES_TEMPLATE = env.str("NOTIFICATIONS_SES_TEMPLATE", default="")
 ANYMAIL = {
     "SENDGRID_API_KEY": env.str("SENDGRID_API_KEY", default=""),
     "SENDGRID_API_URL": SENDGRID_API_URL,
@@ -124,3 +127,13 @@ if 3 * max(EMAIL_TIMEOUT, SMS_TIMEOUT_SECONDS, PUSH_TIMEOUT_SECONDS) > NOTIFICAT
     raise ImproperlyConfigured("NOTIFICATIONS_STUCK_AFTER_SECONDS must be at least three provider timeouts")
 # Retries: Celery's exponential backoff with full jitter from this base, 3 retries, 10 minutes at most.
 NOTIFICATIONS_RETRY_BACKOFF_SECONDS = env.int("NOTIFICATIONS_RETRY_BACKOFF_SECONDS", default=30)
+
+# BATCHES AND THE I/O POOL (docs/notifications.md, "Throughput")
+# ------------------------------------------------------------------------------
+# Rows per delivery message: a sweep's rows are grouped by channel into messages of at most
+# this many, each claimed in one statement and recorded in one statement per outcome.
+NOTIFICATIONS_BATCH_SIZE = env.int("NOTIFICATIONS_BATCH_SIZE", default=50)
+# Provider calls in flight per worker process (threads, each with a pooled keep-alive connection).
+NOTIFICATIONS_SEND_CONCURRENCY = env.int("NOTIFICATIONS_SEND_CONCURRENCY", default=16)
+if NOTIFICATIONS_BATCH_SIZE < 1 or NOTIFICATIONS_SEND_CONCURRENCY < 1:
+    raise ImproperlyConfigured("NOTIFICATIONS_BATCH_SIZE and NOTIFICATIONS_SEND_CONCURRENCY must be at least 1")

@@ -1,17 +1,34 @@
-"""Email through Django's backends: SMTP, anymail (SendGrid, SES), console, locmem."""
+"""Email through Django's backends: SMTP, anymail (SendGrid, SES), console, locmem.
+
+A batch goes out the cheapest way the backend has: SendGrid takes it in one API call (a
+personalization per recipient, each with its own subject, body and reference header through
+substitutions); SES takes it in one SendBulkEmail call when NOTIFICATIONS_SES_TEMPLATE names a
+stored template whose subject and text are `{{subject}}` and `{{body}}`; otherwise SES sends
+one call per message, concurrently, and SMTP sends them one after another over one
+connection. Each message's outcome is mapped back to its row.
+"""
 
 from __future__ import annotations
 
 import smtplib
 import socket
+from collections.abc import Sequence
 from email.utils import make_msgid
+from typing import Any
 
 from django.conf import settings
 from django.core.mail import EmailMessage, get_connection
 from django.core.mail.utils import DNS_NAME
 
 from notifications.exceptions import PermanentProviderError, TransientProviderError
-from notifications.providers.base import OutboundMessage, parse_retry_after
+from notifications.providers.base import OutboundMessage, Outcome, io_pool, parse_retry_after
+
+SENDGRID = "anymail.backends.sendgrid.EmailBackend"
+SES = "anymail.backends.amazon_ses.EmailBackend"
+# A SendGrid personalization's substitutions are replaced in the subject and the content.
+_SUBJECT, _BODY = ":notification_subject", ":notification_body"
+# What anymail reports per recipient when the ESP took the message.
+_ACCEPTED = {"queued", "sent", "scheduled"}
 
 
 class DjangoEmailProvider:
@@ -22,7 +39,63 @@ class DjangoEmailProvider:
         # "smtp", "locmem", "console", "sendgrid", "amazon_ses": the backend actually in use.
         return str(settings.EMAIL_BACKEND).rsplit(".", 2)[-2]
 
-    def send(self, message: OutboundMessage) -> str:
+    def send_many(self, messages: Sequence[OutboundMessage]) -> list[Outcome]:
+        """One outcome per message, in order; see the module doc for how each backend takes a batch."""
+        backend = str(settings.EMAIL_BACKEND)
+        if len(messages) > 1 and backend == SENDGRID:
+            return _in_rounds(messages, self._send_sendgrid_round)
+        if len(messages) > 1 and backend == SES and settings.NOTIFICATIONS_SES_TEMPLATE:
+            return _in_rounds(messages, self._send_ses_round)
+        if backend.startswith("anymail."):
+            futures = [io_pool().submit(_attempt, self.send, m) for m in messages]
+            return [f.result() for f in futures]
+        # SMTP, console, locmem: one connection for the whole batch.
+        connection = get_connection(fail_silently=False)
+        try:
+            connection.open()
+        except Exception as exc:
+            error = classify_email_error(exc)
+            return [error for _ in messages]
+        try:
+            return [_attempt(self.send, m, connection) for m in messages]
+        finally:
+            connection.close()
+
+    def _send_sendgrid_round(self, messages: Sequence[OutboundMessage]) -> list[Outcome]:
+        email = EmailMessage(
+            subject=_SUBJECT,
+            body=_BODY,
+            from_email=settings.DEFAULT_FROM_EMAIL,
+            to=[m.to for m in messages],
+            connection=get_connection(fail_silently=False),
+        )
+        email.merge_data = {m.to: {_SUBJECT[1:]: m.subject, _BODY[1:]: m.body} for m in messages}  # type: ignore[attr-defined]
+        email.merge_headers = {m.to: {"X-Notification-Reference": m.reference} for m in messages if m.reference}  # type: ignore[attr-defined]
+        email.esp_extra = {"merge_field_format": ":{}"}  # type: ignore[attr-defined]
+        return _batch_outcomes(email, messages)
+
+    def _send_ses_round(self, messages: Sequence[OutboundMessage]) -> list[Outcome]:
+        email = EmailMessage(
+            from_email=settings.DEFAULT_FROM_EMAIL,
+            to=[m.to for m in messages],
+            connection=get_connection(fail_silently=False),
+        )
+        email.template_id = settings.NOTIFICATIONS_SES_TEMPLATE  # type: ignore[attr-defined]
+        email.merge_data = {m.to: {"subject": m.subject, "body": m.body} for m in messages}  # type: ignore[attr-defined]
+        email.merge_headers = {m.to: {"X-Notification-Reference": m.reference} for m in messages if m.reference}  # type: ignore[attr-defined]
+        outcomes = _batch_outcomes(email, messages)
+        # anymail reports every refused SES entry as "failed"; SES's own status says whether to retry.
+        status = getattr(email, "anymail_status", None)
+        results = (getattr(status, "esp_response", None) or {}).get("BulkEmailEntryResults") or []
+        for i, result in enumerate(results[: len(outcomes)]):
+            code = str(result.get("Status", ""))
+            if code in SES_BULK_PERMANENT:
+                outcomes[i] = PermanentProviderError(f"SES {code}: {result.get('Error', '')}".strip())
+            elif code != "SUCCESS":
+                outcomes[i] = TransientProviderError(f"SES {code}: {result.get('Error', '')}".strip())
+        return outcomes
+
+    def send(self, message: OutboundMessage, connection: Any = None) -> str:
         headers = {"X-Notification-Reference": message.reference} if message.reference else {}
         if not settings.EMAIL_BACKEND.startswith("anymail."):
             # Our own Message-ID, so the row records the id the recipient's server sees (anymail has its own).
@@ -33,7 +106,7 @@ class DjangoEmailProvider:
             from_email=settings.DEFAULT_FROM_EMAIL,
             to=[message.to],
             headers=headers,
-            connection=get_connection(fail_silently=False),
+            connection=connection or get_connection(fail_silently=False),
         )
         try:
             email.send(fail_silently=False)
@@ -44,6 +117,63 @@ class DjangoEmailProvider:
             return str(status.message_id)
         return str(headers.get("Message-ID", "")) or f"{self.name}:{message.reference}"
 
+
+def _attempt(send: Any, message: OutboundMessage, *args: Any) -> Outcome:
+    try:
+        return str(send(message, *args))
+    except Exception as exc:  # each message's own outcome; one failure must not sink the batch
+        return exc
+
+
+def _in_rounds(messages: Sequence[OutboundMessage], send_round: Any) -> list[Outcome]:
+    """Batch calls in which each address appears once (an ESP's per-recipient data is keyed by address)."""
+    outcomes: list[Outcome | None] = [None] * len(messages)
+    left = list(range(len(messages)))
+    while left:
+        seen: set[str] = set()
+        this_round: list[int] = []
+        later: list[int] = []
+        for i in left:
+            address = messages[i].to.lower()
+            (later if address in seen else this_round).append(i)
+            seen.add(address)
+        for i, outcome in zip(this_round, send_round([messages[i] for i in this_round]), strict=True):
+            outcomes[i] = outcome
+        left = later
+    return [o if o is not None else RuntimeError("no outcome") for o in outcomes]
+
+
+def _batch_outcomes(email: EmailMessage, messages: Sequence[OutboundMessage]) -> list[Outcome]:
+    """Send one batch call; each recipient's status from anymail, or the call's error for all of them."""
+    try:
+        email.send(fail_silently=False)
+    except Exception as exc:
+        error = classify_email_error(exc)
+        return [error for _ in messages]
+    recipients = getattr(email, "anymail_status").recipients  # noqa: B009  (set by anymail on send)
+    outcomes: list[Outcome] = []
+    for message in messages:
+        status = recipients.get(message.to) or recipients.get(message.to.lower())
+        if status is None:
+            outcomes.append(TransientProviderError(f"the ESP reported nothing for {message.to}"))
+        elif status.status in _ACCEPTED:
+            outcomes.append(str(status.message_id or f"{email.__class__.__name__}:{message.reference}"))
+        elif status.status in ("rejected", "invalid"):
+            outcomes.append(PermanentProviderError(f"recipient {status.status} by the ESP"))
+        else:
+            outcomes.append(TransientProviderError(f"the ESP reported {status.status} for {message.to}"))
+    return outcomes
+
+
+# SendBulkEmail entry statuses that no retry can fix.
+SES_BULK_PERMANENT = {
+    "MESSAGE_REJECTED",
+    "MAIL_FROM_DOMAIN_NOT_VERIFIED",
+    "CONFIGURATION_SET_DOES_NOT_EXIST",
+    "TEMPLATE_DOES_NOT_EXIST",
+    "INVALID_PARAMETER",
+    "INVALID_SENDING_POOL_NAME",
+}
 
 # SES error codes that say "try again later" (HTTP status aside): throttling and AWS-side failures.
 SES_TRANSIENT_CODES = {

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from notifications.services.delivery import notification_deliver, notification_render
+from notifications.services.delivery import RetryPolicy, notification_render, notifications_deliver_batch
 from notifications.services.operations import notification_retry, notifications_recover_stuck
 from notifications.services.outbox import (
     NotifyRequest,
@@ -15,11 +15,12 @@ from notifications.services.templates import notification_templates_install_defa
 
 __all__ = [
     "NotifyRequest",
+    "RetryPolicy",
     "deliveries_record",
-    "notification_deliver",
     "notification_render",
     "notification_retry",
     "notification_templates_install_defaults",
+    "notifications_deliver_batch",
     "notifications_recover_stuck",
     "notify",
     "notify_many",

@@ -1,24 +1,43 @@
-"""Delivering one outbox row: claim, render, call the provider outside any transaction, record."""
+"""Delivering outbox rows in batches: claim, render, take rate slots, send concurrently, record.
+
+    claim      one UPDATE of the batch's due `pending` rows to `sending` (SKIP LOCKED: of two
+               workers holding the same message, one gets each row)
+    render     each row's template, compiled once per batch
+    slots      the channel's rate limit, all the batch's slots in one Redis round trip; rows
+               without a slot go back to `pending` for when one frees, no attempt spent
+    send       outside any transaction: the provider's batch API, or its single sends run
+               concurrently on the process's I/O pool (notifications.providers.base)
+    record     one transaction: one UPDATE per outcome kind (sent, failed, retrying), each
+               only over rows still `sending` under this claim, and the next tries' intents
+
+A transient error (timeout, 5xx, 429) puts its row back to `pending` with the policy's backoff
+(raised to the provider's Retry-After, 10 minutes at most) until its retries are spent; a
+permanent one (a 4xx, a bad address, a dead device) fails the row at once. Failed rows are
+the dead letters (admin, API), with a Retry action.
+"""
 
 from __future__ import annotations
 
 import logging
-import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.conf import settings
+from celery.utils.time import get_exponential_backoff_interval
 from django.core.exceptions import ImproperlyConfigured
-from django.db.models import F, Q, QuerySet
-from django.template import Context, Engine, TemplateSyntaxError
+from django.db import transaction
+from django.db.models import F, Q
+from django.template import Context, Engine, Template, TemplateSyntaxError
 from django.utils import timezone
 from redis.exceptions import RedisError
 
 from notifications.exceptions import PermanentProviderError, TransientProviderError
 from notifications.models import Channel, Notification, NotificationTemplate, PushDevice
 from notifications.providers import OutboundMessage, get_provider
-from notifications.services.ratelimit import rate_limit_acquire
+from notifications.providers.base import Outcome, send_all
+from notifications.services.outbox import deliveries_record
+from notifications.services.ratelimit import rate_limit_acquire_many
 from notifications.validation import email_validate, phone_validate
 
 logger = logging.getLogger(__name__)
@@ -29,112 +48,269 @@ _ENGINE = Engine(autoescape=False)
 MAX_RETRY_DELAY_SECONDS = 600
 # A message may arrive a little before the row's next_attempt_at (clock skew, ETA rounding).
 CLAIM_EARLY_TOLERANCE = timedelta(seconds=1)
+# The fields an outcome writes, for bulk_update.
+_RECORDED = ["status", "provider", "provider_message_id", "sent_at", "subject", "body", "last_error", "updated_at"]
+_RELEASED = ["status", "provider", "subject", "body", "last_error", "next_attempt_at", "enqueued_at", "updated_at"]
 
 
-class RetryLater(Exception):
-    """The row is back in `pending`; the task must retry it after `countdown` seconds."""
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How many tries a row gets and how far apart: the delivery task declares it (notifications.tasks)."""
 
-    def __init__(self, message: str, *, countdown: float) -> None:
-        super().__init__(message)
-        self.countdown = countdown
+    max_retries: int
+    backoff_seconds: int
+    backoff_max_seconds: int = MAX_RETRY_DELAY_SECONDS
+    jitter: bool = True
 
-
-class RateLimited(Exception):
-    """No rate-limit slot in time: the row is back in `pending`, to be re-sent without using a retry."""
-
-    def __init__(self, *, countdown: float) -> None:
-        super().__init__(f"rate limited, next slot in {countdown:.2f}s")
-        self.countdown = countdown
-
-
-def notification_deliver(*, notification_id: int, retry_countdown: float | None) -> dict[str, Any]:
-    """Send one outbox row once.
-
-    `retry_countdown` is the task's next backoff, or None when its retries are spent (a
-    transient error then fails the row for good). Raises RetryLater or RateLimited when
-    the row must be tried again; returns a summary otherwise. Every outcome is written
-    only while this call's claim holds (same `claimed_at`), so a slow worker whose row
-    was recovered and claimed again cannot overwrite the second claim's result.
-    """
-    now = timezone.now()
-    # The claim: of two workers holding the same message, only one moves the row out of pending;
-    # and a duplicate message that arrives before the row's planned retry time does nothing.
-    claimed = (
-        Notification.objects.filter(pk=notification_id, status=Notification.Status.PENDING)
-        .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now + CLAIM_EARLY_TOLERANCE))
-        .update(status=Notification.Status.SENDING, attempts=F("attempts") + 1, claimed_at=now, updated_at=now)
-    )
-    if not claimed:
-        current = Notification.objects.filter(pk=notification_id).values("status", "next_attempt_at").first()
-        if current is None:
-            logger.warning("notification %s does not exist; nothing to deliver", notification_id)
-            return {"notification_id": notification_id, "outcome": "not_found"}
-        if current["status"] == Notification.Status.PENDING:
-            return {"notification_id": notification_id, "outcome": "not_due", "status": current["status"]}
-        return {"notification_id": notification_id, "outcome": "skipped", "status": current["status"]}
-
-    row = Notification.objects.select_related("device").get(pk=notification_id)
-    claim = _Claim(pk=row.pk, claimed_at=now, attempts=row.attempts)
-    provider_name = ""
-    # Everything after the claim is in the try: whatever happens, the row leaves `sending`.
-    try:
-        message = _prepare(row, claim)
-        provider = get_provider(row.channel)
-        provider_name = provider.name
-        _wait_for_rate_slot(row.channel, claim)
-        provider_message_id = provider.send(message)
-    except RateLimited:
-        raise
-    except PermanentProviderError as exc:
-        if exc.deactivate_device and row.device_id:
-            PushDevice.objects.filter(pk=row.device_id, active=True).update(
-                active=False, deactivated_reason=str(exc)[:255], updated_at=timezone.now()
+    def countdown(self, *, attempts: int, retry_after: float | None = None) -> float | None:
+        """The wait before the next try after `attempts` tries, or None when the retries are spent."""
+        retries_done = attempts - 1
+        if retries_done >= self.max_retries:
+            return None
+        backoff = float(
+            get_exponential_backoff_interval(
+                factor=self.backoff_seconds,
+                retries=retries_done,
+                maximum=self.backoff_max_seconds,
+                full_jitter=self.jitter,
             )
-        return _mark_failed(claim, str(exc), provider=provider_name)
+        )
+        return min(max(backoff, retry_after or 0.0), float(self.backoff_max_seconds))
+
+
+def notifications_deliver_batch(
+    *,
+    channel: str,
+    notification_ids: Sequence[int],
+    policy: RetryPolicy,
+    retry_task: str,
+    wait_task: str | None = None,
+) -> dict[str, Any]:
+    """Send the due `pending` rows among `notification_ids` (all of `channel`) once each.
+
+    `retry_task` is the task the rows that must be tried again are queued for (the
+    redelivery lane); `wait_task` the one rows that waited for a rate-limit slot are queued
+    for (the lane they came on; `retry_task` when not given). Returns counts: requested, claimed, sent, failed, retrying,
+    rate_limited. Every outcome is written only while this call's claim holds (same
+    `claimed_at`), so a slow worker whose rows were recovered and claimed again cannot
+    overwrite the second claim's result.
+    """
+    summary: dict[str, Any] = {"channel": channel, "requested": len(set(notification_ids)), "claimed": 0}
+    summary.update(sent=0, failed=0, retrying=0, rate_limited=0)
+    claim = timezone.now()
+    rows = _claim(channel=channel, ids=notification_ids, now=claim)
+    summary["claimed"] = len(rows)
+    if not rows:
+        return summary
+    batch = _Batch(claim=claim, policy=policy)
+    ready = batch.prepare(rows)
+    try:
+        provider = get_provider(channel)
     except ImproperlyConfigured as exc:
         # Retrying cannot fix settings; the dead-letter view's Retry resends once they are fixed.
-        return _mark_failed(claim, f"not configured: {exc}", provider=provider_name)
-    except (TransientProviderError, RedisError) as exc:
-        if retry_countdown is None:
-            return _mark_failed(claim, f"gave up after {claim.attempts} attempts: {exc}", provider=provider_name)
-        retry_after = getattr(exc, "retry_after", None) or 0.0
-        countdown = min(max(retry_countdown, retry_after), MAX_RETRY_DELAY_SECONDS)
-        error = str(exc) or repr(exc)
-        if retry_after > MAX_RETRY_DELAY_SECONDS:
+        for row, _ in ready:
+            batch.fail(row, f"not configured: {exc}")
+        ready = []
+        provider = None
+    if ready:
+        ready = batch.take_slots(channel, ready)
+    if ready and provider is not None:
+        messages = [message for _, message in ready]
+        outcomes = send_all(provider, messages)
+        for (row, _), outcome in zip(ready, outcomes, strict=True):
+            batch.record(row, outcome, provider=provider.name)
+    batch.save(retry_task=retry_task, wait_task=wait_task or retry_task)
+    summary.update(
+        sent=len(batch.sent),
+        failed=len(batch.failed),
+        retrying=len(batch.retrying),
+        rate_limited=len(batch.deferred),
+    )
+    return summary
+
+
+def _claim(*, channel: str, ids: Sequence[int], now: datetime) -> list[Notification]:
+    """Move the due pending rows among `ids` to `sending` under one claim time; those rows, with their devices."""
+    due = Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now + CLAIM_EARLY_TOLERANCE)
+    with transaction.atomic():
+        claimable = list(
+            Notification.objects.filter(pk__in=list(ids), channel=channel, status=Notification.Status.PENDING)
+            .filter(due)
+            .select_for_update(skip_locked=True)
+            .values_list("pk", flat=True)
+        )
+        if not claimable:
+            return []
+        Notification.objects.filter(pk__in=claimable).update(
+            status=Notification.Status.SENDING, attempts=F("attempts") + 1, claimed_at=now, updated_at=now
+        )
+    return list(
+        Notification.objects.filter(pk__in=claimable, status=Notification.Status.SENDING, claimed_at=now)
+        .select_related("device")
+        .order_by("pk")
+    )
+
+
+class _Batch:
+    """The outcomes of one claim, written together by `save`."""
+
+    def __init__(self, *, claim: datetime, policy: RetryPolicy) -> None:
+        self.claim = claim
+        self.policy = policy
+        self.sent: list[Notification] = []
+        self.failed: list[Notification] = []
+        self.retrying: list[Notification] = []
+        self.deferred: list[Notification] = []
+        self.dead_devices: dict[int, str] = {}
+        self._templates: dict[tuple[str, str], tuple[Template | None, Template] | str] = {}
+
+    # Before sending -------------------------------------------------------------------
+
+    def prepare(self, rows: Sequence[Notification]) -> list[tuple[Notification, OutboundMessage]]:
+        """Validate and render each row; the ones that cannot be sent are failed at once."""
+        self._load_templates(rows)
+        ready = []
+        for row in rows:
+            try:
+                ready.append((row, self._message(row)))
+            except PermanentProviderError as exc:
+                self.fail(row, str(exc))
+        return ready
+
+    def _load_templates(self, rows: Sequence[Notification]) -> None:
+        keys = {(row.template_key, row.channel) for row in rows}
+        found = NotificationTemplate.objects.filter(
+            key__in={k for k, _ in keys}, channel__in={c for _, c in keys}, is_active=True
+        )
+        for template in found:
+            key = (template.key, template.channel)
+            if key not in keys:
+                continue
+            try:
+                subject = _ENGINE.from_string(template.subject) if template.subject else None
+                self._templates[key] = (subject, _ENGINE.from_string(template.body))
+            except TemplateSyntaxError as exc:
+                self._templates[key] = f"template {template.key!r} ({template.channel}) does not render: {exc}"
+
+    def _message(self, row: Notification) -> OutboundMessage:
+        if row.channel == Channel.EMAIL:
+            email_validate(row.to_address)
+        elif row.channel == Channel.SMS:
+            phone_validate(row.to_address)
+        elif not row.to_address:
+            raise PermanentProviderError("no push device token")
+        elif row.device is not None and not row.device.active:
+            raise PermanentProviderError(f"push device {row.device_id} is no longer active")
+        compiled = self._templates.get((row.template_key, row.channel))
+        if compiled is None:
+            raise PermanentProviderError(f"unknown template {row.template_key!r} for channel {row.channel}")
+        if isinstance(compiled, str):
+            raise PermanentProviderError(compiled)
+        subject, body = _render(compiled, row.context)
+        row.subject, row.body = subject[:255], body
+        return OutboundMessage(
+            channel=row.channel,
+            to=row.to_address,
+            subject=subject,
+            body=body,
+            data={str(k): str(v) for k, v in (row.data or {}).items()},
+            reference=row.dedupe_key,
+        )
+
+    def take_slots(
+        self, channel: str, ready: list[tuple[Notification, OutboundMessage]]
+    ) -> list[tuple[Notification, OutboundMessage]]:
+        """The rows that got a rate-limit slot; the others wait for the next free slot, no attempt spent."""
+        try:
+            granted, wait = rate_limit_acquire_many(channel=channel, wanted=len(ready))
+        except RedisError as exc:
+            for row, _ in ready:
+                self.retry(row, f"rate limiter unreachable: {exc}")
+            return []
+        for row, _ in ready[granted:]:
+            at = _whole_second(self.claim + timedelta(seconds=wait))
+            row.status, row.next_attempt_at, row.enqueued_at = Notification.Status.PENDING, at, at
+            row.attempts -= 1
+            self.deferred.append(row)
+        return ready[:granted]
+
+    # After sending --------------------------------------------------------------------
+
+    def record(self, row: Notification, outcome: Outcome, *, provider: str) -> None:
+        row.provider = provider
+        if isinstance(outcome, str):
+            row.status, row.provider_message_id, row.sent_at = Notification.Status.SENT, outcome[:255], timezone.now()
+            row.last_error = ""
+            self.sent.append(row)
+        elif isinstance(outcome, PermanentProviderError):
+            if outcome.deactivate_device and row.device_id:
+                self.dead_devices[row.device_id] = str(outcome)[:255]
+            self.fail(row, str(outcome))
+        elif isinstance(outcome, TransientProviderError):
+            self.retry(row, str(outcome) or repr(outcome), retry_after=outcome.retry_after)
+        elif isinstance(outcome, RedisError):  # the FCM token cache, say: Redis will be back
+            self.retry(row, f"Redis unreachable: {outcome}")
+        elif isinstance(outcome, ImproperlyConfigured):
+            self.fail(row, f"not configured: {outcome}")
+        else:
+            # A bug, not the provider: fail the row visibly rather than leave it in sending to be re-sent.
+            logger.error("notification %s: unexpected error from %s", row.pk, provider, exc_info=outcome)
+            self.fail(row, f"unexpected error: {outcome!r}")
+
+    def fail(self, row: Notification, error: str) -> None:
+        row.status, row.last_error = Notification.Status.FAILED, error[:5000]
+        self.failed.append(row)
+        logger.warning("notification %s failed: %s", row.pk, error)
+
+    def retry(self, row: Notification, error: str, *, retry_after: float | None = None) -> None:
+        countdown = self.policy.countdown(attempts=row.attempts, retry_after=retry_after)
+        if countdown is None:
+            self.fail(row, f"gave up after {row.attempts} attempts: {error}")
+            return
+        if retry_after and retry_after > MAX_RETRY_DELAY_SECONDS:
             error += (
                 f" (the provider asked to wait {retry_after:.0f}s; retrying after"
                 f" {MAX_RETRY_DELAY_SECONDS}s, the longest wait between tries)"
             )
-        _release(claim, error=error, countdown=countdown, provider=provider_name)
-        raise RetryLater(error, countdown=countdown) from exc
-    except Exception as exc:
-        # A bug, not the provider: fail the row visibly rather than leave it in sending to be re-sent.
-        _mark_failed(claim, f"unexpected error: {exc!r}", provider=provider_name)
-        raise
+        # Whole seconds, so rows of one batch retried in the same second share one delivery message;
+        # the recovery job measures staleness from enqueued_at, so a planned retry is not "stuck".
+        at = _whole_second(timezone.now() + timedelta(seconds=countdown))
+        row.status, row.last_error, row.next_attempt_at, row.enqueued_at = Notification.Status.PENDING, error, at, at
+        self.retrying.append(row)
 
-    sent_at = timezone.now()
-    recorded = claim.rows().update(
-        status=Notification.Status.SENT,
-        provider=provider_name,
-        provider_message_id=provider_message_id[:255],
-        sent_at=sent_at,
-        updated_at=sent_at,
-        last_error="",
-    )
-    if not recorded:
-        logger.warning("notification %s was sent but its claim was taken over; its state is left alone", row.pk)
-    return {"notification_id": row.pk, "outcome": "sent", "attempts": claim.attempts, "provider": provider_name}
+    def save(self, *, retry_task: str, wait_task: str) -> None:
+        """One transaction: each outcome kind in one UPDATE (over rows still under this claim), the next intents."""
+        now = timezone.now()
+        for row in (*self.sent, *self.failed, *self.retrying, *self.deferred):
+            row.updated_at = now
+        mine = Notification.objects.filter(status=Notification.Status.SENDING, claimed_at=self.claim)
+        with transaction.atomic():
+            if self.sent or self.failed:
+                mine.bulk_update([*self.sent, *self.failed], _RECORDED)
+            if self.retrying:
+                mine.bulk_update(self.retrying, _RELEASED)
+            if self.deferred:
+                mine.bulk_update(self.deferred, [*_RELEASED, "attempts"])
+            if self.dead_devices:
+                for device_id, reason in self.dead_devices.items():
+                    PushDevice.objects.filter(pk=device_id, active=True).update(
+                        active=False, deactivated_reason=reason, updated_at=now
+                    )
+            for rows, task in ((self.retrying, retry_task), (self.deferred, wait_task)):
+                if rows:
+                    deliveries_record(((r.pk, r.channel, r.enqueued_at, self.claim) for r in rows), task=task)
 
 
-@dataclass(frozen=True)
-class _Claim:
-    pk: int
-    claimed_at: datetime
-    attempts: int
+def _render(compiled: tuple[Template | None, Template], context: dict[str, Any]) -> tuple[str, str]:
+    subject_template, body_template = compiled
+    ctx = Context(context or {})
+    subject = subject_template.render(ctx) if subject_template is not None else ""
+    # Email subjects must be one line; a stray newline in the context would break the header.
+    return " ".join(subject.split()), body_template.render(ctx).strip()
 
-    def rows(self) -> QuerySet[Notification]:
-        """The row, only while it is still `sending` under this claim."""
-        return Notification.objects.filter(pk=self.pk, status=Notification.Status.SENDING, claimed_at=self.claimed_at)
+
+def _whole_second(moment: datetime) -> datetime:
+    return moment.replace(microsecond=0) + timedelta(seconds=1 if moment.microsecond else 0)
 
 
 def notification_render(*, template_key: str, channel: str, context: dict[str, Any]) -> tuple[str, str]:
@@ -143,72 +319,8 @@ def notification_render(*, template_key: str, channel: str, context: dict[str, A
     if template is None:
         raise PermanentProviderError(f"unknown template {template_key!r} for channel {channel}")
     try:
-        ctx = Context(context or {})
-        subject = _ENGINE.from_string(template.subject).render(ctx) if template.subject else ""
-        body = _ENGINE.from_string(template.body).render(ctx)
+        subject = _ENGINE.from_string(template.subject) if template.subject else None
+        compiled = (subject, _ENGINE.from_string(template.body))
     except TemplateSyntaxError as exc:
         raise PermanentProviderError(f"template {template_key!r} ({channel}) does not render: {exc}") from exc
-    # Email subjects must be one line; a stray newline in the context would break the header.
-    return " ".join(subject.split()), body.strip()
-
-
-def _prepare(row: Notification, claim: _Claim) -> OutboundMessage:
-    if row.channel == Channel.EMAIL:
-        email_validate(row.to_address)
-    elif row.channel == Channel.SMS:
-        phone_validate(row.to_address)
-    elif not row.to_address:
-        raise PermanentProviderError("no push device token")
-    elif row.device is not None and not row.device.active:
-        raise PermanentProviderError(f"push device {row.device_id} is no longer active")
-    subject, body = notification_render(template_key=row.template_key, channel=row.channel, context=row.context)
-    claim.rows().update(subject=subject[:255], body=body)
-    return OutboundMessage(
-        channel=row.channel,
-        to=row.to_address,
-        subject=subject,
-        body=body,
-        data={str(k): str(v) for k, v in (row.data or {}).items()},
-        reference=row.dedupe_key,
-    )
-
-
-def _wait_for_rate_slot(channel: str, claim: _Claim) -> None:
-    """Wait briefly for a slot; past the limit, hand the row back instead of holding a worker."""
-    deadline = time.monotonic() + settings.NOTIFICATIONS_RATE_LIMIT_MAX_WAIT_SECONDS
-    while (wait := rate_limit_acquire(channel=channel)) > 0:
-        if time.monotonic() + wait > deadline:
-            now = timezone.now()
-            next_at = now + timedelta(seconds=wait)
-            claim.rows().update(
-                status=Notification.Status.PENDING,
-                attempts=F("attempts") - 1,
-                # Due when the re-sent message arrives; recovery measures staleness from then too,
-                # so a long wait is not mistaken for a lost message (and copied).
-                next_attempt_at=next_at,
-                enqueued_at=next_at,
-                updated_at=now,
-            )
-            raise RateLimited(countdown=wait)
-        time.sleep(wait)
-
-
-def _release(claim: _Claim, *, error: str, countdown: float, provider: str) -> None:
-    now = timezone.now()
-    next_at = now + timedelta(seconds=countdown)
-    claim.rows().update(
-        status=Notification.Status.PENDING,
-        last_error=error[:5000],
-        provider=provider,
-        next_attempt_at=next_at,
-        # The recovery job measures staleness from here, so a planned retry is not "stuck".
-        enqueued_at=next_at,
-        updated_at=now,
-    )
-
-
-def _mark_failed(claim: _Claim, error: str, *, provider: str = "") -> dict[str, Any]:
-    now = timezone.now()
-    claim.rows().update(status=Notification.Status.FAILED, last_error=error[:5000], provider=provider, updated_at=now)
-    logger.warning("notification %s failed: %s", claim.pk, error)
-    return {"notification_id": claim.pk, "outcome": "failed", "attempts": claim.attempts, "error": error}
+    return _render(compiled, context)

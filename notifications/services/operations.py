@@ -1,12 +1,16 @@
-"""The dead-letter view's Retry, and the recovery of rows a dead worker or a lost retry left behind.
+"""The dead-letter view's Retry, and the recovery of rows a dead worker or a lost message left behind.
 
 A lost first publish is the core outbox relay's job. What is left here is delivery's own:
-a row left `sending` by a worker killed mid-send, and a row left `pending` whose retry
-message (published by Celery itself) was lost with a broker restart.
+a row left `sending` by a worker killed mid-send, and a row left `pending` whose delivery
+message the broker lost (a Redis restart without persistence) before any worker ran it.
+Recovered rows go on the redelivery lane (`notifications.redeliver_batch`, queue
+`notifications_retry`): a worker takes from both queues in turn, so fresh messages never
+wait behind a backlog of old ones.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from datetime import timedelta
@@ -18,8 +22,9 @@ from django.db.models import CharField, F, Q, Value
 from django.db.models.functions import Cast, Concat
 from django.utils import timezone
 
+from core.models import OutboxIntent
 from notifications.models import Notification
-from notifications.services.outbox import deliveries_record
+from notifications.services.outbox import REDELIVER_TASK, deliveries_record, delivery_key
 
 # Rows re-enqueued per transaction: one indexed SELECT ... FOR UPDATE SKIP LOCKED and one
 # UPDATE each; 500 keeps the locks brief while a backlog of 10,000 takes 20 round trips.
@@ -32,9 +37,12 @@ MAX_SEND_ATTEMPTS = 4
 
 
 def stuck_threshold_min_seconds() -> int:
-    """The shortest safe threshold: three of the slowest provider timeout (settings check the same)."""
+    """The shortest safe threshold: three times the longest a batch can take (its rows sent in rounds of
+    NOTIFICATIONS_SEND_CONCURRENCY, each as slow as the slowest provider timeout)."""
     slowest = max(settings.EMAIL_TIMEOUT, settings.SMS_TIMEOUT_SECONDS, settings.PUSH_TIMEOUT_SECONDS)
-    return math.ceil(3 * slowest)
+    size = int(settings.NOTIFICATIONS_BATCH_SIZE)
+    rounds = math.ceil(size / max(1, min(size, int(settings.NOTIFICATIONS_SEND_CONCURRENCY))))
+    return math.ceil(3 * slowest * rounds)
 
 
 def notification_retry(*, notification_ids: Sequence[int]) -> dict[str, int]:
@@ -49,21 +57,33 @@ def notification_retry(*, notification_ids: Sequence[int]) -> dict[str, int]:
             .filter(pk__in=list(notification_ids), status=Notification.Status.FAILED)
             .values_list("pk", flat=True)
         )
+        rows = list(Notification.objects.filter(pk__in=ids).values_list("pk", "channel"))
         retried = Notification.objects.filter(pk__in=ids, status=Notification.Status.FAILED).update(
-            status=Notification.Status.PENDING, next_attempt_at=None, enqueued_at=now, claimed_at=None, updated_at=now
+            status=Notification.Status.PENDING,
+            attempts=0,
+            next_attempt_at=None,
+            enqueued_at=now,
+            claimed_at=None,
+            updated_at=now,
         )
-        deliveries_record((pk, now) for pk in ids)
+        deliveries_record(((pk, channel, now, None) for pk, channel in rows), task=REDELIVER_TASK)
     return {"requested": len(set(notification_ids)), "retried": retried}
 
 
 def notifications_recover_stuck(*, older_than_seconds: int | None = None) -> dict[str, Any]:
-    """Re-enqueue rows left pending (a lost broker message) or sending (a worker killed mid-send).
+    """Re-enqueue, on the redelivery lane, rows left sending (a worker killed mid-send) or pending (a lost message).
 
     A `sending` row older than the threshold goes back to `pending` first. Its provider may
     already have taken the message, so this errs towards sending twice rather than never;
     but a row whose workers died mid-send MAX_SEND_ATTEMPTS times is failed instead (a
-    poison message would otherwise kill workers forever). At most RECOVERY_MAX_PER_RUN rows
-    per run, oldest first.
+    poison message would otherwise kill workers forever).
+
+    A `pending` row older than the threshold is re-queued only when its message is not on
+    the broker: its intent is gone or ran (completed), or it was published but neither the
+    delivery queues hold anything nor any worker holds it reserved. While a queue has a
+    backlog its message may simply be waiting, and re-queuing would only add duplicates
+    behind it (`held_back`). An intent not yet published is the outbox relay's to publish.
+    At most RECOVERY_MAX_PER_RUN rows per run, oldest first.
     """
     threshold = older_than_seconds if older_than_seconds is not None else settings.NOTIFICATIONS_STUCK_AFTER_SECONDS
     minimum = stuck_threshold_min_seconds()
@@ -79,34 +99,100 @@ def notifications_recover_stuck(*, older_than_seconds: int | None = None) -> dic
         .order_by("enqueued_at", "pk")
         .values_list("pk", flat=True)[:RECOVERY_MAX_PER_RUN]
     )
-    requeued_pending = requeued_sending = failed_poison = 0
+    broker = _BrokerView()
+    requeued_pending = requeued_sending = failed_poison = held_back = 0
     for start in range(0, len(candidates), RECOVERY_CHUNK_SIZE):
         chunk = candidates[start : start + RECOVERY_CHUNK_SIZE]
         with transaction.atomic():
             locked = list(
                 Notification.objects.select_for_update(skip_locked=True)
                 .filter(Q(pk__in=chunk) & stuck)
-                .values_list("pk", "status", "attempts")
+                .values_list("pk", "status", "attempts", "channel", "enqueued_at", "claimed_at")
             )
-            poison = [pk for pk, status, attempts in locked if status == "sending" and attempts >= MAX_SEND_ATTEMPTS]
-            sending = [pk for pk, status, attempts in locked if status == "sending" and attempts < MAX_SEND_ATTEMPTS]
-            pending = [pk for pk, status, _ in locked if status == Notification.Status.PENDING]
+            poison = [r[0] for r in locked if r[1] == Notification.Status.SENDING and r[2] >= MAX_SEND_ATTEMPTS]
+            sending = [r for r in locked if r[1] == Notification.Status.SENDING and r[2] < MAX_SEND_ATTEMPTS]
+            waiting = [r for r in locked if r[1] == Notification.Status.PENDING]
+            lost = broker.lost([(r[0], r[3], r[4], r[5]) for r in waiting])
+            held_back += len(waiting) - len(lost)
+            pending = [r for r in waiting if r[0] in lost]
             failed_poison += Notification.objects.filter(pk__in=poison, status=Notification.Status.SENDING).update(
                 status=Notification.Status.FAILED,
                 last_error=Concat(Value("worker lost mid-send "), Cast(F("attempts"), CharField()), Value(" times")),
                 updated_at=now,
             )
-            requeued_sending += Notification.objects.filter(pk__in=sending, status=Notification.Status.SENDING).update(
-                status=Notification.Status.PENDING, enqueued_at=now, claimed_at=None, updated_at=now
+            requeued_sending += Notification.objects.filter(
+                pk__in=[r[0] for r in sending], status=Notification.Status.SENDING
+            ).update(status=Notification.Status.PENDING, enqueued_at=now, claimed_at=None, updated_at=now)
+            requeued_pending += Notification.objects.filter(
+                pk__in=[r[0] for r in pending], status=Notification.Status.PENDING
+            ).update(enqueued_at=now, next_attempt_at=None, updated_at=now)
+            deliveries_record(
+                [(r[0], r[3], now, None) for r in sending] + [(r[0], r[3], now, r[5]) for r in pending],
+                task=REDELIVER_TASK,
             )
-            requeued_pending += Notification.objects.filter(pk__in=pending, status=Notification.Status.PENDING).update(
-                enqueued_at=now, updated_at=now
-            )
-            deliveries_record((pk, now) for pk in sending + pending)
     return {
         "threshold_seconds": threshold,
         "candidates": len(candidates),
         "requeued_pending": requeued_pending,
         "requeued_sending": requeued_sending,
+        "held_back": held_back,
         "failed_worker_lost": failed_poison,
     }
+
+
+class _BrokerView:
+    """What the broker holds of the delivery lanes, read once per recovery run (Redis broker; else nothing known)."""
+
+    QUEUES = ("notifications", "notifications_retry")
+
+    def __init__(self) -> None:
+        self._read = False
+        self.backlog = False
+        self.reserved: set[str] = set()
+
+    def lost(self, rows: Sequence[tuple[int, str, Any, Any]]) -> set[int]:
+        """The ids among pending (id, channel, enqueued_at, claimed_at) `rows` whose delivery message is not on the broker."""
+        if not rows:
+            return set()
+        keys = {pk: delivery_key(pk, channel, enqueued_at, claimed_at) for pk, channel, enqueued_at, claimed_at in rows}
+        intents = {
+            key: (published, completed, str(task_id))
+            for key, published, completed, task_id in OutboxIntent.objects.filter(
+                dedupe_key__in=set(keys.values())
+            ).values_list("dedupe_key", "published_at", "completed_at", "task_id")
+        }
+        lost = set()
+        for pk, key in keys.items():
+            intent = intents.get(key)
+            if intent is None or intent[1] is not None:
+                lost.add(pk)  # no message was ever recorded for it, or its message ran and left it pending
+            elif intent[0] is not None and self._gone(intent[2]):
+                lost.add(pk)
+        return lost
+
+    def _gone(self, task_id: str) -> bool:
+        self._load()
+        return not self.backlog and task_id not in self.reserved
+
+    def _load(self) -> None:
+        if self._read:
+            return
+        self._read = True
+        url = str(settings.CELERY_BROKER_URL)
+        if not url.startswith(("redis://", "rediss://")):
+            self.backlog = True  # unknown: never guess a message lost
+            return
+        import redis
+
+        client = redis.Redis.from_url(url, socket_timeout=5)
+        try:
+            self.backlog = any(client.llen(queue) for queue in self.QUEUES)
+            # kombu keeps a message a worker has reserved (acks late, ETA) in the `unacked` hash.
+            for raw in client.hvals("unacked"):
+                try:
+                    message = json.loads(raw)[0]
+                    self.reserved.add(str(message["headers"]["id"]))
+                except (ValueError, KeyError, IndexError, TypeError):
+                    continue
+        finally:
+            client.close()

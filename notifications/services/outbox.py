@@ -1,7 +1,8 @@
 """Writing notifications: `notify` for one message, `notify_many` for a sweep's thousands.
 
-Each pending row gets a `notifications.deliver` intent in the core outbox, in the caller's
-transaction, so a message commits (or rolls back) with the change that caused it.
+The pending rows get `notifications.deliver_batch` intents in the core outbox (one per channel
+and block of NOTIFICATIONS_BATCH_SIZE rows), in the caller's transaction, so a message
+commits (or rolls back) with the change that caused it.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from datetime import datetime
 from itertools import islice
 from typing import TYPE_CHECKING, Any
 
+from django.conf import settings
 from django.utils import timezone
 
 from core.services.outbox import Intent, outbox_add_many
@@ -69,7 +71,7 @@ def notify(
     # A concurrent call with the same key waits here on the unique index, then inserts nothing.
     Notification.objects.bulk_create(rows, ignore_conflicts=True)
     saved = list(Notification.objects.filter(dedupe_group=dedupe_key).order_by("pk"))
-    deliveries_record((n.pk, n.enqueued_at) for n in saved if n.status == Notification.Status.PENDING)
+    deliveries_record((n.pk, n.channel, n.enqueued_at, None) for n in saved if n.status == Notification.Status.PENDING)
     return saved
 
 
@@ -97,32 +99,62 @@ def notify_many(requests: Iterable[NotifyRequest], *, chunk_size: int = CHUNK_SI
         stored = list(
             Notification.objects.filter(dedupe_key__in=[r.dedupe_key for r in rows])
             .order_by("pk")
-            .values_list("pk", "enqueued_at", "status")
+            .values_list("pk", "channel", "enqueued_at", "status")
         )
         # Rows a concurrent call inserted first carry its own enqueued_at, not ours.
-        written += sum(1 for _, enqueued_at, _ in stored if enqueued_at == now)
+        written += sum(1 for _, _, enqueued_at, _ in stored if enqueued_at == now)
         deliveries_record(
-            (pk, enqueued_at) for pk, enqueued_at, status in stored if status == Notification.Status.PENDING
+            (pk, channel, enqueued_at, None)
+            for pk, channel, enqueued_at, status in stored
+            if status == Notification.Status.PENDING
         )
     return written
 
 
-def deliveries_record(rows: Iterable[tuple[int, datetime | None]]) -> int:
-    """Record a `notifications.deliver` intent per (notification id, enqueued_at) in the core outbox.
+DELIVER_TASK = "notifications.deliver_batch"
+# Rows put back for another try (a retry, a rate-limit wait, the recovery job) go on their own
+# lane (queue `notifications_retry`), so a backlog of old rows never delays fresh messages.
+REDELIVER_TASK = "notifications.redeliver_batch"
 
-    Published when the caller's transaction commits; the outbox relay publishes what that
-    misses. The key includes `enqueued_at`, which every retry and recovery moves on, so a
-    row put back to pending gets a fresh intent while a repeated call adds nothing. Returns how many it recorded.
+
+DeliveryRow = tuple[int, str, "datetime | None", "datetime | None"]
+
+
+def deliveries_record(rows: Iterable[DeliveryRow], *, task: str = DELIVER_TASK) -> int:
+    """Record delivery intents for (notification id, channel, enqueued_at, claimed_at) rows in the core outbox.
+
+    Rows are grouped by channel, id block of NOTIFICATIONS_BATCH_SIZE, enqueued_at and
+    claimed_at into one `task(channel, notification_ids)` intent each, so a sweep's thousand
+    rows cost about twenty messages. The key is computable from the row alone
+    (`delivery_key`), which is how the recovery job finds a row's message. It changes with
+    every retry (a new enqueued_at after a new claim) and recovery (a new enqueued_at), so a
+    row put back to pending gets a fresh intent, while a repeated call adds nothing. An
+    `enqueued_at` in the future (a retry's planned time) becomes the intent's not-before
+    time. Published when the caller's transaction commits. Returns how many it recorded.
     """
+    groups: dict[str, tuple[str, list[int], datetime | None]] = {}
+    for pk, channel, enqueued_at, claimed_at in rows:
+        key = delivery_key(pk, channel, enqueued_at, claimed_at)
+        groups.setdefault(key, (channel, [], enqueued_at))[1].append(pk)
+    now = timezone.now()
     recorded = outbox_add_many(
         Intent(
-            task="notifications.deliver",
-            kwargs={"notification_id": pk},
-            dedupe_key=f"notification:{pk}:{enqueued_at.timestamp() if enqueued_at else 0:.6f}",
+            task=task,
+            kwargs={"channel": channel, "notification_ids": sorted(ids)},
+            dedupe_key=key,
+            not_before=enqueued_at if enqueued_at is not None and enqueued_at > now else None,
         )
-        for pk, enqueued_at in rows
+        for key, (channel, ids, enqueued_at) in groups.items()
     )
     return len(recorded)
+
+
+def delivery_key(pk: int, channel: str, enqueued_at: datetime | None, claimed_at: datetime | None) -> str:
+    """The dedupe key of the delivery intent that carries row `pk` as enqueued at `enqueued_at` after `claimed_at`."""
+    block = pk // settings.NOTIFICATIONS_BATCH_SIZE
+    enqueued = enqueued_at.timestamp() if enqueued_at else 0
+    claimed = claimed_at.timestamp() if claimed_at else 0
+    return f"deliver:{channel}:{block}:{enqueued:.6f}:{claimed:.6f}"
 
 
 def summary_of(rows: Sequence[Notification], **extra: Any) -> dict[str, Any]:

@@ -32,7 +32,7 @@ def test_the_guides_three_calls_run_on_a_worker_and_their_status_and_result_are_
     parties = make_parties()
     escrow = make_escrow(parties.buyer, parties.seller, status="funded")
     SellerVerification.objects.create(user=parties.seller, status="VERIFIED")
-    worker = start_worker(queues="payments,notifications")
+    worker = start_worker(queues="payments,notifications,notifications_retry")
 
     # When the guide's calls are made as written
     email = send_email_notification.delay(
@@ -72,7 +72,7 @@ def test_an_unknown_type_fails_at_once_and_a_bad_address_fails_while_the_good_on
 ) -> None:
     parties = make_parties()
     escrow = make_escrow(parties.buyer, parties.seller)
-    start_worker(queues="payments,notifications")
+    start_worker(queues="payments,notifications,notifications_retry")
 
     unknown = send_transaction_notification.delay(transaction_id=escrow.pk, notification_type="refunded-ish")
     mixed = send_email_notification.delay(subject="Hi", message="Body", recipient_list=["good@example.com", "bad@"])
@@ -96,7 +96,7 @@ def test_an_http_flow_is_told_through_the_outbox_and_the_evidence_is_checked_by_
     # Given a worker that shares this process's media directory
     settings.MEDIA_ROOT = tmp_path / "media"
     parties = make_parties()
-    worker = start_worker(queues="payments,notifications", MEDIA_ROOT=str(settings.MEDIA_ROOT))
+    worker = start_worker(queues="payments,notifications,notifications_retry", MEDIA_ROOT=str(settings.MEDIA_ROOT))
     buyer, seller = parties.client("buyer"), parties.client("seller")
     # When the buyer opens and funds a transaction and the seller submits its milestone with a photo
     created = buyer.post(

@@ -73,7 +73,7 @@ def test_an_unaccepted_offer_is_back_in_the_pool_within_the_bound_and_the_eic_us
         "FCM_PROJECT_ID": PROJECT,
         "FCM_ACCESS_TOKEN": "e2e-access-token",
     }
-    worker = start_worker(queues="logistics,notifications,default", **env)
+    worker = start_worker(queues="logistics,notifications,notifications_retry,default", **env)
     start_beat(**env)
 
     # When the EIC user offers the first request and the driver does nothing

@@ -22,6 +22,7 @@ from notifications.models import Notification
 from notifications.services import notification_templates_install_defaults, notify
 from notifications.tasks import send_sms
 from tests.e2e.conftest import wait_for
+from tests.support.outbox import delivery_ids
 
 pytestmark = pytest.mark.e2e
 
@@ -58,7 +59,7 @@ def test_a_seed_send_sms_call_is_retried_through_two_500s_and_sent_by_a_real_wor
     httpserver.expect_oneshot_request(TWILIO_PATH).respond_with_data("boom", status=500)
     httpserver.expect_oneshot_request(TWILIO_PATH).respond_with_data("boom", status=500)
     httpserver.expect_request(TWILIO_PATH).respond_with_json({"sid": "SM777"}, status=201)
-    worker = start_worker(queues="notifications", **_twilio_env(httpserver))
+    worker = start_worker(queues="notifications,notifications_retry", **_twilio_env(httpserver))
     # When a seed system calls the task by name, as from `manage.py shell`
     send_sms.delay("+14155552671", "Your order has shipped.")
     # Then the row ends sent after three calls to Twilio
@@ -79,7 +80,7 @@ def test_a_429_retry_after_is_honoured_by_the_worker(start_worker: Callable[...,
         return Response('{"sid": "SM1"}', status=201, content_type="application/json")
 
     httpserver.expect_request(TWILIO_PATH).respond_with_handler(twilio)
-    worker = start_worker(queues="notifications", **_twilio_env(httpserver))
+    worker = start_worker(queues="notifications,notifications_retry", **_twilio_env(httpserver))
     # When a message is sent
     notify(template="raw_sms", to="+14155552671", context={"body": "hi"}, channels=["sms"], dedupe_key="e2e-429")
     # Then the second try came no sooner than Retry-After said
@@ -104,7 +105,9 @@ def test_a_worker_killed_mid_send_leaves_the_row_sending_and_the_recovery_job_se
         return Response(f'{{"sid": "SM{len(calls)}"}}', status=201, content_type="application/json")
 
     httpserver.expect_request(TWILIO_PATH).respond_with_handler(twilio)
-    doomed = start_worker(queues="notifications", pool="solo", name="doomed", **_twilio_env(httpserver))
+    doomed = start_worker(
+        queues="notifications,notifications_retry", pool="solo", name="doomed", **_twilio_env(httpserver)
+    )
     row = notify(
         template="raw_sms", to="+14155552671", context={"body": "order AB12 paid"}, channels=["sms"], dedupe_key="kill"
     )[0]
@@ -118,7 +121,7 @@ def test_a_worker_killed_mid_send_leaves_the_row_sending_and_the_recovery_job_se
     assert row.status == Notification.Status.SENDING
 
     # And, with a fresh worker up, the recovery job runs past the stuck threshold
-    fresh = start_worker(queues="notifications", name="fresh", **_twilio_env(httpserver))
+    fresh = start_worker(queues="notifications,notifications_retry", name="fresh", **_twilio_env(httpserver))
     with time_machine.travel(timezone.now() + timedelta(minutes=6)):
         run = SchedulerService.trigger_manual_update("notification_outbox_recovery", sync=True, source="cli")
     assert run.status == JobRun.Status.SUCCEEDED
@@ -147,7 +150,7 @@ def test_rows_written_in_a_callers_transaction_are_published_through_the_core_ou
         User.objects.create_user(username=f"c{i}", email=f"c{i}@example.com", phone_number="+14155552671")
         for i in range(20)
     ]
-    worker = start_worker(queues="notifications", **_twilio_env(httpserver))
+    worker = start_worker(queues="notifications,notifications_retry", **_twilio_env(httpserver))
     # When a caller writes an email and an SMS for each in its own transaction and commits
     with transaction.atomic():
         written = notify_many(
@@ -160,7 +163,7 @@ def test_rows_written_in_a_callers_transaction_are_published_through_the_core_ou
             )
             for i, c in enumerate(customers)
         )
-    # Then all 40 rows (email and SMS) end sent, each once, through one published intent per row
+    # Then all 40 rows (email and SMS) end sent, each once, in a few published batches (one per channel and id block)
     assert written == 40
     wait_for(
         lambda: Notification.objects.filter(status="sent").count() == 40,
@@ -168,4 +171,6 @@ def test_rows_written_in_a_callers_transaction_are_published_through_the_core_ou
         message=f"the 40 notifications to be sent; worker log at {worker.log}",
     )
     assert len(httpserver.log) == 20
-    assert OutboxIntent.objects.filter(task_name="notifications.deliver", published_at__isnull=False).count() == 40
+    # (SMS at 10 a second: the second ten waited for their slots, in a message of their own)
+    assert set(delivery_ids(published=True)) == set(Notification.objects.values_list("pk", flat=True))
+    assert OutboxIntent.objects.filter(task_name="notifications.deliver_batch").count() <= 8

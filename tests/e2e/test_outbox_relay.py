@@ -68,7 +68,7 @@ def test_intents_committed_while_the_broker_refuses_connections_are_relayed_once
     assert "could not publish 3 intents after commit" in result.stderr
 
     # When the broker is back: a worker is up and the relay runs twice
-    worker = start_worker(queues="notifications")
+    worker = start_worker(queues="notifications,notifications_retry")
     first, second = outbox_relay(), outbox_relay()
 
     # Then the first run published each intent once, the second nothing, and the worker ran each once
@@ -106,7 +106,7 @@ def test_messages_lost_with_a_redis_restart_are_published_again_by_the_relay_and
     assert OutboxIntent.objects.filter(published_at__isnull=False).count() == 3
     # When Redis restarts empty (no persistence): the messages are gone
     test_broker().flushdb()
-    worker = start_worker(queues="notifications")
+    worker = start_worker(queues="notifications,notifications_retry")
     # Then the relay does nothing while they may still be on their way ...
     assert outbox_relay()["redelivered"] == 0
     # ... and publishes them again once they are overdue

@@ -15,7 +15,7 @@ from core.scheduler import SchedulerService
 from payments.models import ExchangeRate, Order, Product
 from payments.tasks import cancel_expired_order
 from tests.e2e.conftest import wait_for
-from tests.support.broker import sent_tasks
+from tests.support.broker import BrokerProbe
 from tests.support.factories.payments import make_product, payment_failed_rows, seed_orders
 from tests.support.outbox import intents
 
@@ -45,7 +45,7 @@ def test_payment_timeouts_triggered_from_the_shell_runs_on_the_payments_worker_a
     products = [make_product(stock=1000) for _ in range(4)]
     expired = seed_orders(shopper, products, count=30, age_days=5)
     fresh = seed_orders(shopper, products, count=5, age_days=1)
-    start_worker(queues="payments,notifications")
+    start_worker(queues="payments,notifications,notifications_retry")
 
     run = finished(SchedulerService.trigger_manual_update("payment_timeouts"))
 
@@ -107,7 +107,7 @@ def test_cancel_expired_order_sent_twice_per_order_to_two_workers_cancels_each_o
         **{(str(o.pk), "sms"): "cancelled" for o in orders},
     }
     wait_for(lambda: payment_failed_rows() == expected, timeout=60, message="the 60 orders' payment_failed rows")
-    announced = Counter(t.kwargs["notification_id"] for t in sent_tasks("notifications", "notifications.deliver"))
+    announced = Counter(BrokerProbe().delivery_ids())
     assert len(announced) == 60 and set(announced.values()) == {1}
 
 

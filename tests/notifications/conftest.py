@@ -77,6 +77,14 @@ class RecordingHandler:
     def __init__(self) -> None:
         self.envelopes: list[Any] = []
         self.reply = "250 OK"
+        self.sessions = 0
+
+    async def handle_EHLO(
+        self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
+    ) -> list[str]:
+        self.sessions += 1
+        session.host_name = hostname
+        return responses
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         if self.reply.startswith("250"):

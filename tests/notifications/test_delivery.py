@@ -1,8 +1,10 @@
-"""Delivery: retries of transient errors only, the dead-letter state, and one send per row."""
+"""Delivery in batches: one claim, concurrent sends, one write per outcome kind, per-row retries and dead letters."""
 
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -11,20 +13,24 @@ import time_machine
 from django.contrib.admin.sites import site
 from django.db import connection
 from django.test import RequestFactory
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from pytest_httpserver import HTTPServer
+from werkzeug import Request, Response
 
-from core.models import User
+from core.models import OutboxIntent, User
 from notifications.admin import NotificationAdmin
 from notifications.models import Notification, PushDevice
-from notifications.services import notification_deliver, notify
-from notifications.services.delivery import RetryLater
-from notifications.tasks import deliver
+from notifications.services import RetryPolicy, notifications_deliver_batch, notify
+from notifications.services.outbox import REDELIVER_TASK
+from notifications.tasks import deliver, deliver_batch, delivery_policy
 from tests.notifications.conftest import FCM_PATH, TWILIO_PATH
 
 pytestmark = pytest.mark.django_db
 
 TWILIO_OK = {"sid": "SM0001", "status": "queued"}
+# No backoff: a retry is due at once (the next whole second, within the claim's tolerance).
+NOW = RetryPolicy(max_retries=3, backoff_seconds=0)
 
 
 def _sms(to: str = "+14155552671", key: str = "sms:1") -> Notification:
@@ -35,24 +41,32 @@ def _sms_requests(server: HTTPServer) -> list[Any]:
     return [req for req, _ in server.log if req.path == TWILIO_PATH]
 
 
+def _deliver(rows: Sequence[Notification], policy: RetryPolicy = NOW, channel: str = "sms") -> dict[str, Any]:
+    return notifications_deliver_batch(
+        channel=channel, notification_ids=[r.pk for r in rows], policy=policy, retry_task=REDELIVER_TASK
+    )
+
+
 def test_a_provider_answering_500_twice_then_200_is_called_three_times_and_the_message_ends_sent(
-    twilio: HTTPServer, settings: Any
+    twilio: HTTPServer,
 ) -> None:
-    # Eager retries run at once, so the backoff is 0 (a countdown not yet due is not claimed)
-    settings.NOTIFICATIONS_RETRY_BACKOFF_SECONDS = 0
     # Given Twilio failing twice with a 500 and then accepting
     twilio.expect_oneshot_request(TWILIO_PATH, method="POST").respond_with_data("boom", status=500)
     twilio.expect_oneshot_request(TWILIO_PATH, method="POST").respond_with_data("boom", status=500)
     twilio.expect_request(TWILIO_PATH, method="POST").respond_with_json(TWILIO_OK, status=201)
     row = _sms()
-    # When the delivery task runs with its retries
-    deliver.apply(args=(row.pk,))
+    # When its batch is delivered, then each retry the policy plans
+    outcomes = [_deliver([row]) for _ in range(3)]
     # Then Twilio was called three times and the row is sent with Twilio's id
     row.refresh_from_db()
+    assert [(o["sent"], o["retrying"]) for o in outcomes] == [(0, 1), (0, 1), (1, 0)]
     assert len(_sms_requests(twilio)) == 3
     assert (row.status, row.attempts, row.provider, row.provider_message_id) == ("sent", 3, "twilio", "SM0001")
     assert row.sent_at is not None
     assert row.last_error == ""
+    # And each retry was queued on the redelivery lane, carrying the row
+    retries = OutboxIntent.objects.filter(task_name=REDELIVER_TASK).order_by("pk")
+    assert [i.kwargs for i in retries] == [{"channel": "sms", "notification_ids": [row.pk]}] * 2
 
 
 def test_a_429_with_retry_after_puts_the_row_back_and_retries_no_sooner_than_the_provider_asked(
@@ -64,15 +78,18 @@ def test_a_429_with_retry_after_puts_the_row_back_and_retries_no_sooner_than_the
     )
     row = _sms()
     before = timezone.now()
-    # When delivered with a backoff of 1 second due
-    with pytest.raises(RetryLater) as caught:
-        notification_deliver(notification_id=row.pk, retry_countdown=1)
-    # Then the retry waits for 7 seconds, the row is pending again with the error and the planned time
-    assert caught.value.countdown == 7
+    # When delivered with a policy whose backoff would be 1 second
+    summary = _deliver([row], RetryPolicy(max_retries=3, backoff_seconds=1, jitter=False))
+    # Then the row is pending again with the error, planned 7 seconds on (to the whole second)
+    assert summary["retrying"] == 1
     row.refresh_from_db()
     assert row.status == Notification.Status.PENDING
     assert "HTTP 429" in row.last_error
-    assert before + timedelta(seconds=7) <= row.next_attempt_at <= timezone.now() + timedelta(seconds=7)
+    assert before + timedelta(seconds=7) <= row.next_attempt_at <= timezone.now() + timedelta(seconds=8)
+    assert row.enqueued_at == row.next_attempt_at
+    # And its next delivery message is not to be published before then
+    intent = OutboxIntent.objects.get(task_name=REDELIVER_TASK)
+    assert intent.not_before == row.next_attempt_at
 
 
 def test_retry_after_longer_than_ten_minutes_is_capped_at_ten_minutes_and_the_row_says_so(
@@ -80,11 +97,11 @@ def test_retry_after_longer_than_ten_minutes_is_capped_at_ten_minutes_and_the_ro
 ) -> None:
     twilio.expect_request(TWILIO_PATH).respond_with_data("", status=503, headers={"Retry-After": "3600"})
     row = _sms()
-    with pytest.raises(RetryLater) as caught:
-        notification_deliver(notification_id=row.pk, retry_countdown=30)
-    assert caught.value.countdown == 600
+    before = timezone.now()
+    _deliver([row], RetryPolicy(max_retries=3, backoff_seconds=30))
     row.refresh_from_db()
     assert "the provider asked to wait 3600s; retrying after 600s" in row.last_error
+    assert row.next_attempt_at <= before + timedelta(seconds=602)
 
 
 def test_a_duplicate_message_arriving_before_the_planned_retry_does_not_send(twilio: HTTPServer) -> None:
@@ -92,71 +109,54 @@ def test_a_duplicate_message_arriving_before_the_planned_retry_does_not_send(twi
     twilio.expect_oneshot_request(TWILIO_PATH).respond_with_data("", status=429, headers={"Retry-After": "60"})
     twilio.expect_request(TWILIO_PATH).respond_with_json(TWILIO_OK, status=201)
     row = _sms()
-    with pytest.raises(RetryLater):
-        notification_deliver(notification_id=row.pk, retry_countdown=1)
+    _deliver([row])
     # When a second copy of its message is delivered 10 seconds later
     with time_machine.travel(timezone.now() + timedelta(seconds=10)):
-        early = notification_deliver(notification_id=row.pk, retry_countdown=1)
+        early = _deliver([row])
     # Then it does nothing; and the retry at the planned time sends it
-    assert early == {"notification_id": row.pk, "outcome": "not_due", "status": "pending"}
+    assert (early["claimed"], early["sent"]) == (0, 0)
     assert len(_sms_requests(twilio)) == 1
-    with time_machine.travel(timezone.now() + timedelta(seconds=60)):
-        assert notification_deliver(notification_id=row.pk, retry_countdown=1)["outcome"] == "sent"
+    with time_machine.travel(timezone.now() + timedelta(seconds=61)):
+        assert _deliver([row])["sent"] == 1
     assert len(_sms_requests(twilio)) == 2
 
 
-def test_the_task_countdown_follows_the_policy_declared_on_the_task(settings: Any) -> None:
-    # Given the declared policy: base NOTIFICATIONS_RETRY_BACKOFF_SECONDS, jitter, retry_backoff_max, 3 retries
-    settings.NOTIFICATIONS_RETRY_BACKOFF_SECONDS = 1000
-    from notifications.tasks import _next_countdown
-
-    task: Any = deliver
-    task.push_request(retries=2)
-    try:
-        countdowns = {_next_countdown(task) for _ in range(50)}
-        # Then a retry waits at most retry_backoff_max, jittered below it
-        assert max(countdowns) <= deliver.retry_backoff_max == 600  # type: ignore[attr-defined]
-        assert len(countdowns) > 1
-    finally:
-        task.pop_request()
-    task.push_request(retries=deliver.max_retries)
-    try:
-        assert _next_countdown(task) is None
-    finally:
-        task.pop_request()
-
-
-def test_an_error_after_the_claim_is_recorded_instead_of_leaving_the_row_sending(
-    twilio: HTTPServer, settings: Any
+def test_the_policy_declared_for_the_task_backs_off_with_jitter_up_to_ten_minutes_and_stops_after_3_retries(
+    settings: Any,
 ) -> None:
-    # Given an SMS provider name that does not exist (a settings mistake)
+    settings.NOTIFICATIONS_RETRY_BACKOFF_SECONDS = 1000
+    policy = delivery_policy()
+    countdowns = {policy.countdown(attempts=3) for _ in range(50)}
+    assert all(c is not None and 0 <= c <= 600 for c in countdowns)
+    assert len(countdowns) > 1  # jittered
+    assert policy.countdown(attempts=4) is None  # the first try and three retries
+    assert (policy.countdown(attempts=1, retry_after=30) or 0) >= 30  # the provider's Retry-After wins
+    assert policy.countdown(attempts=1, retry_after=3600) == 600  # but ten minutes at most
+
+
+def test_a_provider_that_is_not_configured_fails_the_row_with_the_reason(twilio: HTTPServer, settings: Any) -> None:
     settings.SMS_PROVIDER = "nope"
     row = _sms()
-    # When delivered
-    summary = notification_deliver(notification_id=row.pk, retry_countdown=1)
-    # Then the row is failed with the reason, not stuck in sending
+    summary = _deliver([row])
     row.refresh_from_db()
-    assert summary["outcome"] == "failed"
+    assert summary["failed"] == 1
     assert (row.status, row.last_error) == (
         "failed",
         "not configured: SMS_PROVIDER='nope'; use one of twilio, msg91, console",
     )
 
 
-def test_a_redis_error_while_waiting_for_a_rate_slot_releases_the_row_for_a_retry(
+def test_a_redis_error_while_taking_rate_slots_releases_the_rows_for_a_retry_and_sends_nothing(
     twilio: HTTPServer, settings: Any
 ) -> None:
-    # Given the rate limiter's Redis refusing connections
     settings.NOTIFICATIONS_RATE_LIMITS = {"sms": "10/s"}
     settings.REDIS_URL = "redis://127.0.0.1:9/5"
     row = _sms()
-    # When delivered
-    with pytest.raises(RetryLater):
-        notification_deliver(notification_id=row.pk, retry_countdown=5)
-    # Then the row is pending with the error and a planned retry, and nothing was sent
+    summary = _deliver([row], RetryPolicy(max_retries=3, backoff_seconds=5))
     row.refresh_from_db()
+    assert summary["retrying"] == 1
     assert row.status == "pending"
-    assert "Connection" in row.last_error or "connect" in row.last_error
+    assert "rate limiter unreachable" in row.last_error
     assert row.next_attempt_at is not None
     assert _sms_requests(twilio) == []
 
@@ -168,9 +168,7 @@ def test_a_slow_worker_cannot_overwrite_the_state_of_a_second_claim(twilio: HTTP
     row = _sms()
     second_claim = timezone.now() + timedelta(minutes=6)
 
-    def twilio_slow(request: Any) -> Any:
-        from werkzeug import Response
-
+    def twilio_slow(request: Request) -> Response:
         try:
             Notification.objects.filter(pk=row.pk).update(status="sending", claimed_at=second_claim, attempts=2)
         finally:
@@ -179,37 +177,34 @@ def test_a_slow_worker_cannot_overwrite_the_state_of_a_second_claim(twilio: HTTP
 
     twilio.expect_request(TWILIO_PATH).respond_with_handler(twilio_slow)
     # When the first worker's send returns
-    notification_deliver(notification_id=row.pk, retry_countdown=1)
+    _deliver([row])
     # Then the row is still the second worker's to record
     row.refresh_from_db()
     assert (row.status, row.provider_message_id, row.claimed_at) == ("sending", "", second_claim)
 
 
 def test_a_400_is_not_retried_and_the_row_fails_with_the_providers_reason(twilio: HTTPServer) -> None:
-    # Given Twilio refusing the request for good
     twilio.expect_request(TWILIO_PATH, method="POST").respond_with_json(
         {"code": 21606, "message": "The From phone number is not a valid, SMS-capable number"}, status=400
     )
     row = _sms()
-    # When delivered
-    deliver.apply(args=(row.pk,))
-    # Then it was tried once and failed with the reason
+    deliver_batch.apply(kwargs={"channel": "sms", "notification_ids": [row.pk]})
     row.refresh_from_db()
     assert len(_sms_requests(twilio)) == 1
-    assert row.status == Notification.Status.FAILED
-    assert row.attempts == 1
+    assert (row.status, row.attempts) == (Notification.Status.FAILED, 1)
     assert "Twilio error 21606" in row.last_error
+    assert not OutboxIntent.objects.filter(task_name=REDELIVER_TASK).exists()
 
 
 def test_after_the_retries_are_spent_the_row_is_failed_and_the_api_retry_sends_it(
-    twilio: HTTPServer, staff_client: Any, django_capture_on_commit_callbacks: Any, settings: Any
+    twilio: HTTPServer, staff_client: Any, django_capture_on_commit_callbacks: Any
 ) -> None:
-    settings.NOTIFICATIONS_RETRY_BACKOFF_SECONDS = 0  # eager retries run at once
     # Given Twilio down for the first try and all three retries
     for _ in range(4):
         twilio.expect_oneshot_request(TWILIO_PATH).respond_with_data("down", status=502)
     row = _sms()
-    deliver.apply(args=(row.pk,))
+    for _ in range(4):
+        _deliver([row])
     row.refresh_from_db()
     # Then it was called 1 + 3 times and the row is the dead letter with its error
     assert len(_sms_requests(twilio)) == 4
@@ -222,37 +217,36 @@ def test_after_the_retries_are_spent_the_row_is_failed_and_the_api_retry_sends_i
     assert response.status_code == 202
     assert response.json()["status"] == "pending"
     assert len(callbacks) == 1
-    deliver.apply(args=(row.pk,))  # what the enqueued message runs
-    # Then it is sent
+    intent = OutboxIntent.objects.filter(task_name=REDELIVER_TASK).latest("pk")
+    assert intent.kwargs == {"channel": "sms", "notification_ids": [row.pk]}
+    # Then what the queued message runs sends it, with a fresh budget of tries
+    _deliver([row])
     row.refresh_from_db()
-    assert (row.status, row.provider_message_id) == ("sent", "SM0001")
+    assert (row.status, row.provider_message_id, row.attempts) == ("sent", "SM0001", 1)
     assert len(_sms_requests(twilio)) == 5
 
 
 def test_the_admin_retry_action_sends_failed_rows_and_leaves_others_alone(
     twilio: HTTPServer, staff_user: User, django_capture_on_commit_callbacks: Any
 ) -> None:
-    # Given a failed row and a sent one
     failed = _sms(key="a")
     Notification.objects.filter(pk=failed.pk).update(status="failed", last_error="gave up")
     sent = _sms(key="b")
     Notification.objects.filter(pk=sent.pk).update(status="sent")
     twilio.expect_request(TWILIO_PATH).respond_with_json(TWILIO_OK, status=201)
-    # When staff selects both and uses the Retry action
     request = RequestFactory().post("/admin/notifications/notification/")
     request.user = staff_user
     request._messages = _Messages()  # type: ignore[attr-defined]
     admin = NotificationAdmin(Notification, site)
     with django_capture_on_commit_callbacks(execute=False):
         admin.retry(request, Notification.objects.filter(pk__in=[failed.pk, sent.pk]))
-    # Then only the failed row is queued again, and its delivery sends it
     assert Notification.objects.get(pk=failed.pk).status == "pending"
     assert Notification.objects.get(pk=sent.pk).status == "sent"
     assert request._messages.texts == [  # type: ignore[attr-defined]
         "1 notification queued again.",
         "1 was not failed and was left alone.",
     ]
-    deliver.apply(args=(failed.pk,))
+    _deliver([failed])
     assert Notification.objects.get(pk=failed.pk).status == "sent"
 
 
@@ -272,7 +266,6 @@ def test_retry_api_answers_404_409_401_and_403_without_changing_anything(
 def test_an_unregistered_fcm_token_fails_at_once_and_deactivates_the_device(
     fcm: HTTPServer, device: PushDevice
 ) -> None:
-    # Given FCM saying the token is unregistered
     fcm.expect_request(FCM_PATH, method="POST").respond_with_json(
         {
             "error": {
@@ -293,9 +286,7 @@ def test_an_unregistered_fcm_token_fails_at_once_and_deactivates_the_device(
         channels=["push"],
         dedupe_key="p",
     )[0]
-    # When delivered
-    deliver.apply(args=(row.pk,))
-    # Then one call, the row failed, the device inactive with the reason
+    _deliver([row], channel="push")
     row.refresh_from_db()
     device.refresh_from_db()
     assert len(fcm.log) == 1
@@ -310,50 +301,122 @@ def test_a_template_that_does_not_render_fails_without_calling_the_provider(twil
 
     row = _sms()
     NotificationTemplate.objects.filter(key="raw_sms", channel="sms").update(body="{% if %}")
-    deliver.apply(args=(row.pk,))
+    _deliver([row])
     row.refresh_from_db()
     assert row.status == "failed"
     assert "does not render" in row.last_error
     assert twilio.log == []
 
 
-def test_a_row_that_is_not_pending_is_not_sent_again(twilio: HTTPServer) -> None:
+def test_rows_that_are_not_pending_or_not_of_the_channel_are_not_sent(twilio: HTTPServer) -> None:
     row = _sms()
     Notification.objects.filter(pk=row.pk).update(status="sent")
-    assert notification_deliver(notification_id=row.pk, retry_countdown=1) == {
-        "notification_id": row.pk,
-        "outcome": "skipped",
-        "status": "sent",
-    }
-    assert notification_deliver(notification_id=987654, retry_countdown=1)["outcome"] == "not_found"
+    other = _sms(key="other")
+    summary = notifications_deliver_batch(
+        channel="email", notification_ids=[row.pk, other.pk, 987654], policy=NOW, retry_task=REDELIVER_TASK
+    )
+    assert (summary["requested"], summary["claimed"]) == (3, 0)
     assert twilio.log == []
+
+
+def test_the_single_row_task_of_earlier_messages_still_delivers_and_says_when_the_row_is_gone(
+    twilio: HTTPServer,
+) -> None:
+    twilio.expect_request(TWILIO_PATH).respond_with_json(TWILIO_OK, status=201)
+    row = _sms()
+    assert deliver.apply(args=(row.pk,)).get()["sent"] == 1
+    assert deliver.apply(args=(987654,)).get() == {"notification_id": 987654, "outcome": "not_found"}
 
 
 @pytest.mark.django_db(transaction=True)
 def test_two_workers_delivering_the_same_row_at_once_send_it_once(twilio: HTTPServer) -> None:
-    # Given one pending row and a Twilio that accepts
     twilio.expect_request(TWILIO_PATH).respond_with_json(TWILIO_OK, status=201)
     row = _sms()
     barrier = threading.Barrier(4)
-    outcomes: list[str] = []
+    sent: list[int] = []
 
     def worker() -> None:
         try:
             barrier.wait(timeout=5)
-            outcomes.append(notification_deliver(notification_id=row.pk, retry_countdown=1)["outcome"])
+            sent.append(_deliver([row])["sent"])
         finally:
             connection.close()
 
-    # When four workers deliver it at the same moment
     threads = [threading.Thread(target=worker) for _ in range(4)]
     for t in threads:
         t.start()
     for t in threads:
         t.join(timeout=20)
-    # Then exactly one sent it and Twilio saw one request
-    assert sorted(outcomes) == ["sent", "skipped", "skipped", "skipped"]
+    assert sorted(sent) == [0, 0, 0, 1]
     assert len(_sms_requests(twilio)) == 1
     assert Notification.objects.get(pk=row.pk).attempts == 1
+
+
+def test_a_batch_is_sent_concurrently_and_recorded_in_one_statement_per_outcome_kind(settings: Any) -> None:
+    # Given 40 SMS in one batch, a Twilio answering each request in its own thread after 100 ms
+    # and refusing 4 of them with a 500, 8 sends at once, no rate limit
+    settings.NOTIFICATIONS_SEND_CONCURRENCY = 8
+    settings.NOTIFICATIONS_RATE_LIMITS = {"sms": ""}
+    in_flight = [0, 0]  # now, most at once
+    lock = threading.Lock()
+
+    def twilio_answer(request: Request) -> Response:
+        with lock:
+            in_flight[0] += 1
+            in_flight[1] = max(in_flight)
+        time.sleep(0.1)
+        with lock:
+            in_flight[0] -= 1
+        if request.form["To"].endswith(("10", "20", "30", "39")):
+            return Response("boom", status=500)
+        return Response(f'{{"sid": "SM{request.form["To"][-2:]}"}}', status=201, content_type="application/json")
+
+    twilio = HTTPServer(threaded=True)
+    twilio.start()
+    twilio.expect_request(TWILIO_PATH).respond_with_handler(twilio_answer)
+    settings.SMS_PROVIDER, settings.TWILIO_BASE_URL = "twilio", twilio.url_for("/")
+    settings.TWILIO_ACCOUNT_SID, settings.TWILIO_AUTH_TOKEN, settings.TWILIO_FROM_NUMBER = "AC123", "t", "+15005550006"
+    rows = [_sms(to=f"+141555500{n:02d}", key=f"batch:{n}") for n in range(40)]
+    # When the batch is delivered
+    started = time.monotonic()
+    with CaptureQueriesContext(connection) as queries:
+        summary = _deliver(rows, RetryPolicy(max_retries=3, backoff_seconds=60))
+    elapsed = time.monotonic() - started
+    # Then 36 were sent and 4 wait for a retry, sent eight at a time (not forty times 100 ms)
+    assert (summary["claimed"], summary["sent"], summary["retrying"], summary["failed"]) == (40, 36, 4, 0)
+    assert in_flight[1] == 8
+    assert elapsed < 2.0
+    statuses = dict(Notification.objects.filter(pk__in=[r.pk for r in rows]).values_list("to_address", "status"))
+    assert sorted(to for to, status in statuses.items() if status == "pending") == [
+        f"+141555500{n}" for n in (10, 20, 30, 39)
+    ]
+    assert Notification.objects.get(to_address="+14155550007").provider_message_id == "SM07"
+    # And the outcomes were written with one UPDATE per kind (plus the claim's), the retries' intent with them
+    updates = [q["sql"] for q in queries.captured_queries if q["sql"].startswith('UPDATE "notifications_notification"')]
+    assert len(updates) == 3
+    assert OutboxIntent.objects.filter(task_name=REDELIVER_TASK).count() >= 1
+    twilio.stop()
+
+
+def test_a_batch_takes_the_slots_it_can_and_the_rest_wait_for_the_next_free_slot_without_spending_a_try(
+    twilio: HTTPServer, settings: Any
+) -> None:
+    settings.NOTIFICATIONS_RATE_LIMITS = {"sms": "10/m"}
+    twilio.expect_request(TWILIO_PATH).respond_with_json(TWILIO_OK, status=201)
+    rows = [_sms(to=f"+141555501{n:02d}", key=f"rl:{n}") for n in range(25)]
+    summary = _deliver(rows)
+    assert (summary["sent"], summary["rate_limited"]) == (10, 15)
+    assert len(_sms_requests(twilio)) == 10
+    waiting = Notification.objects.filter(status="pending")
+    assert waiting.count() == 15
+    assert set(waiting.values_list("attempts", flat=True)) == {0}
+    first = waiting.first()
+    assert first is not None and first.next_attempt_at is not None
+    assert timezone.now() + timedelta(seconds=50) < first.next_attempt_at <= timezone.now() + timedelta(seconds=61)
+    # Their delivery messages (one per id block, on the lane they came on) bring the 15 back when their slots free
+    again = OutboxIntent.objects.filter(task_name=REDELIVER_TASK)
+    assert len(again) <= 2
+    assert sorted(pk for i in again for pk in i.kwargs["notification_ids"]) == sorted(r.pk for r in rows[10:])
 
 
 class _Messages:

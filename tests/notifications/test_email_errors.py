@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import smtplib
 from collections.abc import Iterator
 from typing import Any
@@ -124,3 +125,85 @@ def test_an_anymail_api_error_is_classified_by_the_boto_error_it_wraps(cause: Ex
 )
 def test_smtp_errors_are_classified_before_the_network_errors_they_subclass(exc: Exception, error: type) -> None:
     assert isinstance(classify_email_error(exc), error)
+
+
+# Batches ------------------------------------------------------------------------------------
+
+BATCH = [
+    OutboundMessage(
+        channel="email", to=f"user{n}@example.com", subject=f"Summary {n}", body=f"Body {n}", reference=f"r:{n}"
+    )
+    for n in range(3)
+]
+
+
+def test_a_sendgrid_batch_is_one_api_call_with_a_personalization_per_message(httpserver: HTTPServer) -> None:
+    # Given SendGrid at a local server
+    httpserver.expect_request("/v3/mail/send", method="POST").respond_with_data("", status=202)
+    anymail = {"SENDGRID_API_KEY": "SG.k", "SENDGRID_API_URL": httpserver.url_for("/v3/")}
+    # When three different messages go out as one batch
+    with override_settings(EMAIL_BACKEND="anymail.backends.sendgrid.EmailBackend", ANYMAIL=anymail):
+        outcomes = get_provider("email").send_many(BATCH)  # type: ignore[attr-defined]
+    # Then one request carried them, each recipient with its own subject, body and reference
+    assert len(httpserver.log) == 1
+    payload = json.loads(httpserver.log[0][0].data)
+    assert payload["subject"] == ":notification_subject"
+    assert payload["content"] == [{"type": "text/plain", "value": ":notification_body"}]
+    personalizations = payload["personalizations"]
+    assert [p["to"] for p in personalizations] == [[{"email": m.to}] for m in BATCH]
+    assert [p["substitutions"] for p in personalizations] == [
+        {":notification_subject": m.subject, ":notification_body": m.body} for m in BATCH
+    ]
+    assert [p["headers"]["X-Notification-Reference"] for p in personalizations] == ["r:0", "r:1", "r:2"]
+    # And each message has its own id
+    assert all(isinstance(o, str) and o for o in outcomes) and len(set(outcomes)) == 3
+
+
+def test_two_messages_to_one_address_in_a_sendgrid_batch_go_in_two_calls(httpserver: HTTPServer) -> None:
+    httpserver.expect_request("/v3/mail/send", method="POST").respond_with_data("", status=202)
+    anymail = {"SENDGRID_API_KEY": "SG.k", "SENDGRID_API_URL": httpserver.url_for("/v3/")}
+    twice = [*BATCH, OutboundMessage(channel="email", to="USER0@example.com", subject="Again", body="2nd")]
+    with override_settings(EMAIL_BACKEND="anymail.backends.sendgrid.EmailBackend", ANYMAIL=anymail):
+        outcomes = get_provider("email").send_many(twice)  # type: ignore[attr-defined]
+    assert len(httpserver.log) == 2
+    second = json.loads(httpserver.log[1][0].data)["personalizations"]
+    assert [p["substitutions"][":notification_body"] for p in second] == ["2nd"]
+    assert all(isinstance(o, str) for o in outcomes)
+
+
+def test_a_sendgrid_outage_fails_every_message_of_the_batch_as_transient(httpserver: HTTPServer) -> None:
+    httpserver.expect_request("/v3/mail/send").respond_with_json({"errors": [{"message": "down"}]}, status=503)
+    anymail = {"SENDGRID_API_KEY": "SG.k", "SENDGRID_API_URL": httpserver.url_for("/v3/")}
+    with override_settings(EMAIL_BACKEND="anymail.backends.sendgrid.EmailBackend", ANYMAIL=anymail):
+        outcomes = get_provider("email").send_many(BATCH)  # type: ignore[attr-defined]
+    assert [type(o) for o in outcomes] == [TransientProviderError] * 3
+
+
+def test_an_ses_batch_with_a_stored_template_is_one_bulk_call_mapped_back_per_message(ses: HTTPServer) -> None:
+    ses.expect_request("/v2/email/outbound-bulk-emails", method="POST").respond_with_json(
+        {
+            "BulkEmailEntryResults": [
+                {"Status": "SUCCESS", "MessageId": "ses-a"},
+                {"Status": "MESSAGE_REJECTED", "Error": "Email address is not verified."},
+                {"Status": "SUCCESS", "MessageId": "ses-c"},
+            ]
+        }
+    )
+    with override_settings(NOTIFICATIONS_SES_TEMPLATE="notification"):
+        outcomes = get_provider("email").send_many(BATCH)  # type: ignore[attr-defined]
+    assert len(ses.log) == 1
+    payload = json.loads(ses.log[0][0].data)
+    assert payload["DefaultContent"]["Template"]["TemplateName"] == "notification"
+    assert [
+        json.loads(e["ReplacementEmailContent"]["ReplacementTemplate"]["ReplacementTemplateData"])
+        for e in payload["BulkEmailEntries"]
+    ] == [{"subject": m.subject, "body": m.body} for m in BATCH]
+    assert outcomes[0] == "ses-a" and outcomes[2] == "ses-c"
+    assert isinstance(outcomes[1], PermanentProviderError)
+
+
+def test_without_a_stored_template_ses_sends_a_batch_one_call_per_message(ses: HTTPServer) -> None:
+    ses.expect_request(SES_PATH, method="POST").respond_with_json({"MessageId": "ses-1"})
+    outcomes = get_provider("email").send_many(BATCH)  # type: ignore[attr-defined]
+    assert outcomes == ["ses-1"] * 3
+    assert len(ses.log) == 3

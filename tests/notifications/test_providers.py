@@ -257,3 +257,11 @@ def test_console_providers_log_the_message_instead_of_sending_it(caplog: Any) ->
     assert isinstance(provider, ConsoleProvider)
     assert message_id.startswith("console-")
     assert "Order AB12 has shipped." in caplog.text
+
+
+def test_an_smtp_batch_goes_over_one_connection_one_message_each(smtp_server: RecordingHandler) -> None:
+    batch = [OutboundMessage(channel="email", to=f"u{n}@example.com", subject=f"S{n}", body=f"B{n}") for n in range(3)]
+    outcomes = get_provider("email").send_many(batch)  # type: ignore[attr-defined]
+    assert [e.rcpt_tos for e in smtp_server.envelopes] == [[m.to] for m in batch]
+    assert smtp_server.sessions == 1
+    assert all(isinstance(o, str) and o.startswith("<") for o in outcomes)

@@ -18,9 +18,9 @@ from pytest_httpserver import HTTPServer
 
 from core.redis import get_redis
 from notifications.models import Notification
-from notifications.services import notification_deliver, notifications_recover_stuck, notify
-from notifications.services.delivery import RateLimited
-from notifications.services.ratelimit import parse_rate, rate_limit_acquire
+from notifications.services import RetryPolicy, notifications_deliver_batch, notifications_recover_stuck, notify
+from notifications.services.outbox import REDELIVER_TASK
+from notifications.services.ratelimit import parse_rate, rate_limit_acquire, rate_limit_acquire_many
 
 
 def test_rates_parse_per_second_minute_and_hour_and_empty_means_unlimited() -> None:
@@ -103,25 +103,38 @@ def test_the_limit_holds_across_worker_processes_not_per_process() -> None:
     assert sum(granted) == 10
 
 
+def test_a_batch_takes_what_is_left_of_the_budget_in_one_round_trip_and_is_told_when_the_next_slot_frees() -> None:
+    with override_settings(NOTIFICATIONS_RATE_LIMITS={"sms": "10/s"}):
+        assert rate_limit_acquire_many(channel="sms", wanted=4) == (4, 0.0)
+        granted, wait = rate_limit_acquire_many(channel="sms", wanted=10)
+        nothing, later = rate_limit_acquire_many(channel="sms", wanted=3)
+    assert granted == 6 and 0.8 < wait <= 1.0
+    assert nothing == 0 and 0.8 < later <= 1.0
+    assert get_redis().zcard("notifications:ratelog:sms") == 10
+
+
 @pytest.mark.django_db
-def test_a_message_without_a_slot_in_time_goes_back_to_pending_without_spending_an_attempt(
+def test_a_message_without_a_slot_goes_back_to_pending_without_spending_an_attempt(
     twilio: HTTPServer, settings: Any
 ) -> None:
     # Given an SMS budget of 1 per hour that is already used
     settings.NOTIFICATIONS_RATE_LIMITS = {"sms": "1/h"}
-    settings.NOTIFICATIONS_RATE_LIMIT_MAX_WAIT_SECONDS = 0.5
     assert rate_limit_acquire(channel="sms") == 0.0
     row = notify(template="raw_sms", to="+14155552671", context={"body": "hi"}, channels=["sms"], dedupe_key="rl")[0]
     # When a worker tries to deliver it
-    with pytest.raises(RateLimited) as caught:
-        notification_deliver(notification_id=row.pk, retry_countdown=1)
-    # Then nothing was sent, the row is pending with no attempt counted, and the wait is about an hour
+    summary = notifications_deliver_batch(
+        channel="sms",
+        notification_ids=[row.pk],
+        policy=RetryPolicy(max_retries=3, backoff_seconds=1),
+        retry_task=REDELIVER_TASK,
+    )
+    # Then nothing was sent, the row is pending with no attempt counted, due in about an hour
     row.refresh_from_db()
+    assert summary["rate_limited"] == 1
     assert twilio.log == []
     assert (row.status, row.attempts) == (Notification.Status.PENDING, 0)
-    assert 3500 < caught.value.countdown <= 3600
-    # And it is due when the re-sent message arrives: recovery does not take it for a lost one
     assert row.next_attempt_at == row.enqueued_at
-    assert row.next_attempt_at > timezone.now() + timedelta(seconds=3500)
+    assert timezone.now() + timedelta(seconds=3500) < row.next_attempt_at <= timezone.now() + timedelta(seconds=3601)
+    # And recovery does not take the planned wait for a lost message
     with time_machine.travel(timezone.now() + timedelta(minutes=10)):
         assert notifications_recover_stuck()["candidates"] == 0

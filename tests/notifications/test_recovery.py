@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from datetime import timedelta
 from typing import Any
@@ -13,16 +14,20 @@ from django.utils import timezone
 from pytest_httpserver import HTTPServer
 
 from core.catalog import InvalidJobParams, JobCatalog
-from core.models import JobRun
+from core.models import JobRun, OutboxIntent
 from core.scheduler import SchedulerService
 from notifications.models import Notification
 from notifications.services import notifications_recover_stuck, notify
-from notifications.tasks import deliver
+from notifications.tasks import deliver, redeliver_batch
 from tests.notifications.conftest import TWILIO_PATH
+from tests.support.broker import test_broker
 
 
 def _sms(key: str) -> Notification:
-    return notify(template="raw_sms", to="+14155552671", context={"body": "hi"}, channels=["sms"], dedupe_key=key)[0]
+    """A row whose delivery message was published, and then lost (the broker probe starts empty)."""
+    row = notify(template="raw_sms", to="+14155552671", context={"body": "hi"}, channels=["sms"], dedupe_key=key)[0]
+    OutboxIntent.objects.filter(published_at__isnull=True).update(published_at=timezone.now(), publishes=1)
+    return row
 
 
 def test_the_recovery_job_is_in_the_catalog_every_five_minutes_with_a_validated_threshold() -> None:
@@ -38,15 +43,17 @@ def test_the_recovery_job_is_in_the_catalog_every_five_minutes_with_a_validated_
 
 
 def test_the_threshold_may_not_be_shorter_than_three_provider_timeouts(settings: Any) -> None:
-    # Given a 20-second SMS timeout: a live send may take 20 s, three of them 60 s
+    # Given a 20-second SMS timeout and batches of 50 sent 25 at a time: a live batch may take
+    # two rounds of 20 s, three of those 120 s
     settings.SMS_TIMEOUT_SECONDS = 20
+    settings.NOTIFICATIONS_BATCH_SIZE, settings.NOTIFICATIONS_SEND_CONCURRENCY = 50, 25
     job = JobCatalog.get("notification_outbox_recovery")
-    # Then 45 s is refused (it was accepted while the floor was a fixed 30) and 60 s is fine
-    with pytest.raises(InvalidJobParams, match="at least 60"):
-        job.validate_params({"older_than_seconds": 45})
-    assert job.validate_params({"older_than_seconds": 60}) == {"older_than_seconds": 60}
-    with pytest.raises(ValueError, match="at least 60"):
-        notifications_recover_stuck(older_than_seconds=45)
+    # Then 100 s is refused and 120 s is fine
+    with pytest.raises(InvalidJobParams, match="at least 120"):
+        job.validate_params({"older_than_seconds": 100})
+    assert job.validate_params({"older_than_seconds": 120}) == {"older_than_seconds": 120}
+    with pytest.raises(ValueError, match="at least 120"):
+        notifications_recover_stuck(older_than_seconds=100)
 
 
 @pytest.mark.django_db
@@ -79,14 +86,16 @@ def test_one_run_looks_at_a_bounded_number_of_rows_oldest_first(
     ids = [_sms(f"b{i}").pk for i in range(8)]
     broker.flush()
     start = timezone.now()
-    # When recovery runs twice
+    # When recovery runs twice, the workers taking the first run's messages in between
     with time_machine.travel(start + timedelta(minutes=6)), django_capture_on_commit_callbacks(execute=True):
         first = notifications_recover_stuck()
+    taken = broker.delivery_ids()
+    broker.flush()
     with time_machine.travel(start + timedelta(minutes=6, seconds=1)), django_capture_on_commit_callbacks(execute=True):
         second = notifications_recover_stuck()
     # Then the first run took 5, the second the other 3
     assert (first["candidates"], second["candidates"]) == (5, 3)
-    assert sorted(broker.delivery_ids()) == sorted(ids)
+    assert sorted(taken + broker.delivery_ids()) == sorted(ids)
 
 
 @pytest.mark.django_db
@@ -108,14 +117,17 @@ def test_a_row_left_sending_by_a_dead_worker_is_put_back_and_sent_once_by_the_re
         "candidates": 2,
         "requeued_pending": 1,
         "requeued_sending": 1,
+        "held_back": 0,
         "failed_worker_lost": 0,
     }
-    assert sorted(broker.delivery_ids()) == sorted([dead.pk, lost.pk])
+    # On the redelivery lane, not in front of fresh messages
+    assert sorted(broker.delivery_ids("notifications_retry")) == sorted([dead.pk, lost.pk])
+    assert broker.delivery_ids("notifications") == []
     assert set(Notification.objects.values_list("status", flat=True)) == {"pending"}
-    # And delivering them sends each once
+    # And delivering them sends each once, a late duplicate of the dead worker's message included
+    for task in broker.tasks("notifications_retry"):
+        redeliver_batch.apply(kwargs=task.kwargs)
     deliver.apply(args=(dead.pk,))
-    deliver.apply(args=(lost.pk,))
-    deliver.apply(args=(dead.pk,))  # a late duplicate of the dead worker's message
     assert len(twilio.log) == 2
     assert set(Notification.objects.values_list("status", flat=True)) == {"sent"}
 
@@ -178,3 +190,36 @@ def test_two_recovery_runs_at_once_re_enqueue_each_row_once(broker: Any) -> None
     assert len(summaries) == 2
     assert sum(s["requeued_sending"] for s in summaries) == 30
     assert sorted(broker.delivery_ids()) == sorted(ids)
+
+
+@pytest.mark.django_db
+def test_a_row_whose_message_still_waits_on_a_queue_or_in_a_worker_is_held_back_not_copied(
+    broker: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    # Given three stale pending rows: one whose message is lost, one whose message a worker holds
+    # reserved (kombu's unacked hash), and one whose message was never published (the relay's)
+    lost, reserved = _sms("lost"), _sms("reserved")
+    held = OutboxIntent.objects.get(kwargs__notification_ids=[reserved.pk])
+    unacked = {"headers": {"id": str(held.task_id), "task": "notifications.deliver_batch"}}
+    test_broker().hset("unacked", "tag-1", json.dumps([unacked, "", "notifications"]))
+    unpublished = notify(
+        template="raw_sms", to="+14155552671", context={"body": "hi"}, channels=["sms"], dedupe_key="u"
+    )[0]
+    # When recovery runs six minutes later
+    with time_machine.travel(timezone.now() + timedelta(minutes=6)), django_capture_on_commit_callbacks(execute=True):
+        summary = notifications_recover_stuck()
+    # Then only the lost one is queued again
+    assert (summary["requeued_pending"], summary["held_back"]) == (1, 2)
+    assert broker.delivery_ids("notifications_retry") == [lost.pk]
+    assert Notification.objects.get(pk=unpublished.pk).status == "pending"
+
+
+@pytest.mark.django_db
+def test_while_a_delivery_queue_has_a_backlog_no_pending_row_is_taken_for_lost(
+    broker: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    _sms("behind")
+    test_broker().lpush("notifications", "a message waiting")
+    with time_machine.travel(timezone.now() + timedelta(minutes=6)), django_capture_on_commit_callbacks(execute=True):
+        summary = notifications_recover_stuck()
+    assert (summary["requeued_pending"], summary["held_back"]) == (0, 1)

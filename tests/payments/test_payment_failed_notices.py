@@ -20,7 +20,7 @@ from notifications.tasks import deliver
 from payments.models import Order, OrderItem, Product
 from payments.services.orders import orders_notify_payment_failed
 from payments.tasks import send_payment_failed
-from tests.support.outbox import intents, relay
+from tests.support.outbox import delivery_ids, intents, relay
 
 
 def _cancelled_orders(customer: User, count: int, *, items: int = 1) -> list[Order]:
@@ -61,14 +61,14 @@ def test_rows_and_their_delivery_intents_commit_together_and_are_published_after
         summary = orders_notify_payment_failed(order_ids=ids)
         # Then the rows and one delivery intent per row exist, and nothing is on the broker yet
         assert Notification.objects.filter(status="pending").count() == 6
-        assert len(intents("notifications.deliver", published=False)) == 6
+        assert len(delivery_ids(published=False)) == 6
         assert broker.delivery_ids() == []
     # And after the commit one deliver message per row is on the notifications queue
     assert summary == {"orders": 5, "notified": 3, "skipped": 2, "notifications_written": 6}
     rows = Notification.objects.order_by("pk")
     assert sorted(broker.delivery_ids()) == [n.pk for n in rows]
     assert {n.dedupe_key for n in rows} == {f"payment_failed:{o.pk}:{c}" for o in orders for c in ("email", "sms")}
-    assert len(intents("notifications.deliver", published=True)) == 6
+    assert len(delivery_ids(published=True)) == 6
 
 
 @pytest.mark.django_db
@@ -144,12 +144,13 @@ def test_a_broker_refusing_the_publish_leaves_the_intents_and_the_relay_publishe
     with django_capture_on_commit_callbacks(execute=True):
         orders_notify_payment_failed(order_ids=[str(o.pk) for o in orders])
     # Then the rows are pending, their intents unpublished with the reason, the broker empty
-    waiting = intents("notifications.deliver", published=False)
-    assert len(waiting) == 6 and all("Connection refused" in i.last_error and i.attempts == 1 for i in waiting)
+    waiting = intents("notifications.deliver_batch", published=False)
+    assert len(delivery_ids(published=False)) == 6
+    assert waiting and all("Connection refused" in i.last_error and i.attempts == 1 for i in waiting)
     assert broker.delivery_ids() == []
     # When the broker is back and the relay runs
     monkeypatch.undo()
-    assert relay()["published"] == 6
+    assert relay()["published"] == len(waiting)  # a message per batch, the six rows in them
     # Then every row is on the queue once, and another relay run publishes nothing more
     assert sorted(broker.delivery_ids()) == sorted(Notification.objects.values_list("pk", flat=True))
     assert relay()["published"] == 0

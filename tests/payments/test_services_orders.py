@@ -39,7 +39,7 @@ from tests.support.factories.payments import (
     place,
     stock_of,
 )
-from tests.support.outbox import intents, relay
+from tests.support.outbox import delivery_ids, intents, relay
 
 pytestmark = pytest.mark.django_db
 
@@ -318,8 +318,7 @@ def test_a_broker_down_at_commit_loses_no_notice_the_relay_publishes_it_and_the_
         **{(pk, "email"): "pending" for pk in ids},
         **{(pk, "sms"): "cancelled" for pk in ids},
     }
-    published = intents("notifications.deliver", published=True)
-    assert sorted(i.kwargs["notification_id"] for i in published) == pending_payment_failed_ids()
+    assert sorted(delivery_ids(published=True)) == pending_payment_failed_ids()
 
 
 def test_running_the_sweep_again_changes_nothing(customer: User) -> None:

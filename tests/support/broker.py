@@ -56,9 +56,16 @@ class BrokerProbe:
     def tasks(self, queue: str, name: str | None = None) -> list[SentTask]:
         return sent_tasks(queue, name)
 
-    def delivery_ids(self) -> list[int]:
-        """The notification ids of the `notifications.deliver` messages waiting, in sending order."""
-        return [int(t.kwargs["notification_id"]) for t in sent_tasks("notifications", "notifications.deliver")]
+    def delivery_ids(self, queue: str | None = None) -> list[int]:
+        """The notification ids the delivery messages waiting carry (fresh and retry lanes, or `queue`), in order."""
+        ids: list[int] = []
+        for lane in [queue] if queue else ["notifications", "notifications_retry"]:
+            for task in sent_tasks(lane):
+                if task.name in ("notifications.deliver_batch", "notifications.redeliver_batch"):
+                    ids.extend(int(pk) for pk in task.kwargs["notification_ids"])
+                elif task.name == "notifications.deliver":
+                    ids.append(int(task.kwargs["notification_id"]))
+        return ids
 
     def flush(self) -> None:
         test_broker().flushdb()

@@ -25,3 +25,16 @@ def intent_kwargs(task: str) -> list[dict[str, Any]]:
 def relay() -> dict[str, int]:
     """Run the relay job's body once: publish every unpublished, due intent."""
     return outbox_relay()
+
+
+DELIVERY_TASKS = ("notifications.deliver_batch", "notifications.redeliver_batch")
+
+
+def delivery_ids(*, published: bool | None = None) -> list[int]:
+    """The notification ids the recorded delivery intents carry (one intent holds a batch), oldest first."""
+    return [
+        int(pk)
+        for task in DELIVERY_TASKS
+        for intent in intents(task, published=published)
+        for pk in intent.kwargs["notification_ids"]
+    ]
