@@ -118,8 +118,6 @@ NOTIFICATIONS_RATE_LIMITS = {
     "sms": _rate("NOTIFICATIONS_SMS_RATE_LIMIT", "10/s"),
     "push": _rate("NOTIFICATIONS_PUSH_RATE_LIMIT", "50/s"),
 }
-# A worker waits this long for a rate-limit slot before handing the message back to the queue.
-NOTIFICATIONS_RATE_LIMIT_MAX_WAIT_SECONDS = _positive_float("NOTIFICATIONS_RATE_LIMIT_MAX_WAIT_SECONDS", 2)
 # Rows pending or sending for longer than this are re-enqueued by notification_outbox_recovery.
 # It must exceed the slowest provider call (the timeouts above) so a live send is never doubled.
 NOTIFICATIONS_STUCK_AFTER_SECONDS = env.int("NOTIFICATIONS_STUCK_AFTER_SECONDS", default=300)
@@ -134,6 +132,6 @@ NOTIFICATIONS_RETRY_BACKOFF_SECONDS = env.int("NOTIFICATIONS_RETRY_BACKOFF_SECON
 # this many, each claimed in one statement and recorded in one statement per outcome.
 NOTIFICATIONS_BATCH_SIZE = env.int("NOTIFICATIONS_BATCH_SIZE", default=50)
 # Provider calls in flight per worker process (threads, each with a pooled keep-alive connection).
-NOTIFICATIONS_SEND_CONCURRENCY = env.int("NOTIFICATIONS_SEND_CONCURRENCY", default=16)
+NOTIFICATIONS_SEND_CONCURRENCY = env.int("NOTIFICATIONS_SEND_CONCURRENCY", default=32)
 if NOTIFICATIONS_BATCH_SIZE < 1 or NOTIFICATIONS_SEND_CONCURRENCY < 1:
     raise ImproperlyConfigured("NOTIFICATIONS_BATCH_SIZE and NOTIFICATIONS_SEND_CONCURRENCY must be at least 1")

@@ -32,6 +32,7 @@ from django.template import Context, Engine, Template, TemplateSyntaxError
 from django.utils import timezone
 from redis.exceptions import RedisError
 
+from core.services.bulk import update_rows
 from notifications.exceptions import PermanentProviderError, TransientProviderError
 from notifications.models import Channel, Notification, NotificationTemplate, PushDevice
 from notifications.providers import OutboundMessage, get_provider
@@ -283,14 +284,11 @@ class _Batch:
         now = timezone.now()
         for row in (*self.sent, *self.failed, *self.retrying, *self.deferred):
             row.updated_at = now
-        mine = Notification.objects.filter(status=Notification.Status.SENDING, claimed_at=self.claim)
+        mine = {"status": Notification.Status.SENDING, "claimed_at": self.claim}
         with transaction.atomic():
-            if self.sent or self.failed:
-                mine.bulk_update([*self.sent, *self.failed], _RECORDED)
-            if self.retrying:
-                mine.bulk_update(self.retrying, _RELEASED)
-            if self.deferred:
-                mine.bulk_update(self.deferred, [*_RELEASED, "attempts"])
+            update_rows(Notification, [*self.sent, *self.failed], _RECORDED, where=mine)
+            update_rows(Notification, self.retrying, _RELEASED, where=mine)
+            update_rows(Notification, self.deferred, [*_RELEASED, "attempts"], where=mine)
             if self.dead_devices:
                 for device_id, reason in self.dead_devices.items():
                     PushDevice.objects.filter(pk=device_id, active=True).update(

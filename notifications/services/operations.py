@@ -32,6 +32,9 @@ RECOVERY_CHUNK_SIZE = 500
 # Rows looked at per run: a huge backlog is worked off over several runs instead of one
 # run holding a list of millions of ids (and outliving its lease).
 RECOVERY_MAX_PER_RUN = 10_000
+# A delivery queue longer than this is not read whole by the recovery job (10,000 messages of about
+# a kilobyte: a tenth of a second to fetch and parse); its rows then count as still on their way.
+RECOVERY_SCAN_LIMIT = 10_000
 # A row a worker died on this many times (the first try and every retry) is a poison message.
 MAX_SEND_ATTEMPTS = 4
 
@@ -79,10 +82,10 @@ def notifications_recover_stuck(*, older_than_seconds: int | None = None) -> dic
     poison message would otherwise kill workers forever).
 
     A `pending` row older than the threshold is re-queued only when its message is not on
-    the broker: its intent is gone or ran (completed), or it was published but neither the
-    delivery queues hold anything nor any worker holds it reserved. While a queue has a
-    backlog its message may simply be waiting, and re-queuing would only add duplicates
-    behind it (`held_back`). An intent not yet published is the outbox relay's to publish.
+    the broker: its intent is gone or ran (completed), or it was published but neither
+    delivery queue holds it nor does any worker hold it reserved. A message still waiting
+    would only get a duplicate behind it (`held_back`), and an intent not yet published is
+    the outbox relay's to publish.
     At most RECOVERY_MAX_PER_RUN rows per run, oldest first.
     """
     threshold = older_than_seconds if older_than_seconds is not None else settings.NOTIFICATIONS_STUCK_AFTER_SECONDS
@@ -141,14 +144,20 @@ def notifications_recover_stuck(*, older_than_seconds: int | None = None) -> dic
 
 
 class _BrokerView:
-    """What the broker holds of the delivery lanes, read once per recovery run (Redis broker; else nothing known)."""
+    """What the broker holds of the delivery lanes, read once per recovery run (Redis broker; else nothing known).
+
+    The task ids of the messages waiting on both lanes (read whole while each holds at most
+    RECOVERY_SCAN_LIMIT messages; a longer queue makes every waiting row count as possibly
+    on its way) and of those reserved by workers (kombu's `unacked` hash: acks-late and ETA
+    messages a worker holds).
+    """
 
     QUEUES = ("notifications", "notifications_retry")
 
     def __init__(self) -> None:
         self._read = False
-        self.backlog = False
-        self.reserved: set[str] = set()
+        self.overflow = False
+        self.present: set[str] = set()
 
     def lost(self, rows: Sequence[tuple[int, str, Any, Any]]) -> set[int]:
         """The ids among pending (id, channel, enqueued_at, claimed_at) `rows` whose delivery message is not on the broker."""
@@ -172,7 +181,7 @@ class _BrokerView:
 
     def _gone(self, task_id: str) -> bool:
         self._load()
-        return not self.backlog and task_id not in self.reserved
+        return not self.overflow and task_id not in self.present
 
     def _load(self) -> None:
         if self._read:
@@ -180,19 +189,29 @@ class _BrokerView:
         self._read = True
         url = str(settings.CELERY_BROKER_URL)
         if not url.startswith(("redis://", "rediss://")):
-            self.backlog = True  # unknown: never guess a message lost
+            self.overflow = True  # unknown: never guess a message lost
             return
         import redis
 
-        client = redis.Redis.from_url(url, socket_timeout=5)
+        client = redis.Redis.from_url(url, socket_timeout=10)
         try:
-            self.backlog = any(client.llen(queue) for queue in self.QUEUES)
-            # kombu keeps a message a worker has reserved (acks late, ETA) in the `unacked` hash.
-            for raw in client.hvals("unacked"):
-                try:
-                    message = json.loads(raw)[0]
-                    self.reserved.add(str(message["headers"]["id"]))
-                except (ValueError, KeyError, IndexError, TypeError):
-                    continue
+            for queue in self.QUEUES:
+                if client.llen(queue) > RECOVERY_SCAN_LIMIT:
+                    self.overflow = True
+                    return
+                self.present.update(_task_ids(client.lrange(queue, 0, -1), enveloped=False))
+            self.present.update(_task_ids(client.hvals("unacked"), enveloped=True))
         finally:
             client.close()
+
+
+def _task_ids(raws: Sequence[bytes | str], *, enveloped: bool) -> set[str]:
+    """The task ids in raw Redis-transport messages (in `unacked`, each is [message, exchange, routing key])."""
+    ids = set()
+    for raw in raws:
+        try:
+            message = json.loads(raw)
+            ids.add(str((message[0] if enveloped else message)["headers"]["id"]))
+        except (ValueError, KeyError, IndexError, TypeError):
+            continue
+    return ids

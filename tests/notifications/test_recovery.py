@@ -215,11 +215,26 @@ def test_a_row_whose_message_still_waits_on_a_queue_or_in_a_worker_is_held_back_
 
 
 @pytest.mark.django_db
-def test_while_a_delivery_queue_has_a_backlog_no_pending_row_is_taken_for_lost(
+def test_a_row_whose_message_waits_behind_a_backlog_is_held_back_and_the_others_are_not(
     broker: Any, django_capture_on_commit_callbacks: Any
 ) -> None:
-    _sms("behind")
-    test_broker().lpush("notifications", "a message waiting")
+    # Given two stale rows, one whose message is still waiting on the fresh lane behind others
+    waiting, lost = _sms("behind"), _sms("lost")
+    intent = OutboxIntent.objects.get(kwargs__notification_ids=[waiting.pk])
+    test_broker().lpush("notifications", json.dumps({"headers": {"id": str(intent.task_id)}}), "another message")
+    with time_machine.travel(timezone.now() + timedelta(minutes=6)), django_capture_on_commit_callbacks(execute=True):
+        summary = notifications_recover_stuck()
+    assert (summary["requeued_pending"], summary["held_back"]) == (1, 1)
+    assert broker.delivery_ids("notifications_retry") == [lost.pk]
+
+
+@pytest.mark.django_db
+def test_a_queue_too_long_to_read_holds_every_waiting_row_back(
+    broker: Any, monkeypatch: pytest.MonkeyPatch, django_capture_on_commit_callbacks: Any
+) -> None:
+    monkeypatch.setattr("notifications.services.operations.RECOVERY_SCAN_LIMIT", 2)
+    _sms("a")
+    test_broker().lpush("notifications", "1", "2", "3")
     with time_machine.travel(timezone.now() + timedelta(minutes=6)), django_capture_on_commit_callbacks(execute=True):
         summary = notifications_recover_stuck()
     assert (summary["requeued_pending"], summary["held_back"]) == (0, 1)
