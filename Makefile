@@ -36,13 +36,13 @@ install-dev: $(VENV)/.installed-dev
 ## make run: install, migrate, schedules, demo data, admin user; then web :8000, worker, beat, Flower :5555
 run: install
 	@$(PY) scripts/bootstrap_env.py
-	@set -a; source .env; set +a; scripts/ensure_services.sh redis
+	@$(PY) scripts/run.py services
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py jobs setup
 	$(PY) manage.py ensure_admin
 	$(PY) manage.py load_demo_data
 	@echo "Starting web http://127.0.0.1:8000/admin/  API http://127.0.0.1:8000/api/v1/docs/  Flower http://127.0.0.1:5555/"
-	$(VENV)/bin/honcho start
+	@$(PY) scripts/run.py start
 
 ## make test: install dev requirements, start PostgreSQL and Redis if needed, then the checks and the whole suite
 test: install-dev
