@@ -153,6 +153,19 @@ def check_intents_published(task: str, expected: int) -> None:
     assert waiting == 0, f"{waiting} {task} intents left unpublished"
 
 
+def check_deliveries_published(template: str) -> None:
+    """Every row of `template` is in exactly one published delivery batch: none left for the relay."""
+    from notifications.models import Notification
+    from tests.support.outbox import delivery_ids
+
+    rows = set(Notification.objects.filter(template_key=template).values_list("pk", flat=True))
+    ids = delivery_ids()
+    assert len(ids) == len(set(ids)), f"{len(ids) - len(set(ids))} rows in two delivery batches"
+    assert rows <= set(ids), f"{len(rows - set(ids))} {template} rows in no delivery batch"
+    waiting = len(delivery_ids(published=False))
+    assert waiting == 0, f"{waiting} delivery ids left unpublished"
+
+
 def sent_notices() -> int:
     url = settings.CELERY_BROKER_URL
     return int(redis.Redis.from_url(url).llen("payments")) if url.startswith("redis") else -1
@@ -218,7 +231,7 @@ def run_notify(expected: int) -> None:
     again = [orders_notify_payment_failed(order_ids=c)["notifications_written"] for c in calls]
     assert sum(again) == 0, f"{sum(again)} notification rows written twice"
     check_notified(expected)
-    check_intents_published("notifications.deliver", expected)
+    check_deliveries_published("payment_failed")
     drop_sent_messages()
     print(line(f"notify task, {expected:,} cancelled orders in {len(calls)} calls", m, queries, expected), flush=True)
     print(f"  {queries / len(calls):.1f} queries per call of {SWEEP_CHUNK_SIZE:,} orders", flush=True)
