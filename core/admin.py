@@ -15,10 +15,11 @@ from django_celery_beat.models import PeriodicTask
 from django_celery_results.admin import TaskResultAdmin as ResultsTaskResultAdmin
 from django_celery_results.models import TaskResult
 
+from core.beat import beat_leader_text
 from core.catalog import JobCatalog, UnknownJob
 from core.errors import AppError, admin_message
 from core.models import AuditLog, JobCatalogEntry, JobRun, OutboxIntent, User
-from core.scheduler import SchedulerService
+from core.scheduler import SchedulerService, schedule_preview
 
 
 @admin.register(User)
@@ -88,6 +89,7 @@ class JobCatalogAdmin(admin.ModelAdmin[JobCatalogEntry]):
         urls = [
             path("", self.admin_site.admin_view(self.catalog_view), name="core_jobcatalogentry_changelist"),
             path("<str:key>/run/", self.admin_site.admin_view(self.run_view), name="core_jobcatalogentry_run"),
+            path("<str:key>/resume/", self.admin_site.admin_view(self.resume_view), name="core_jobcatalogentry_resume"),
         ]
         return urls
 
@@ -99,8 +101,20 @@ class JobCatalogAdmin(admin.ModelAdmin[JobCatalogEntry]):
             "jobs": status,
             "opts": self.model._meta,
             "can_run": request.user.has_perm(RUN_JOB_PERMISSION),
+            "leader": beat_leader_text(),
         }
         return TemplateResponse(request, "admin/core/job_catalog.html", context)
+
+    def resume_view(self, request: HttpRequest, key: str) -> HttpResponse:
+        if request.method != "POST":
+            return HttpResponse(status=405)
+        if not request.user.has_perm(RUN_JOB_PERMISSION):
+            raise PermissionDenied
+        if SchedulerService.resume(key):
+            messages.success(request, f"{key} resumed: beat sends it from its next slot.")
+        else:
+            messages.warning(request, f"{key} was not paused.")
+        return HttpResponseRedirect(reverse("admin:core_jobcatalogentry_changelist"))
 
     def run_view(self, request: HttpRequest, key: str) -> HttpResponse:
         if request.method != "POST":
@@ -119,6 +133,14 @@ class PeriodicTaskAdmin(BeatPeriodicTaskAdmin):  # type: ignore[misc]  # django-
     """django-celery-beat's admin, with "Run now" going through SchedulerService so runs are recorded."""
 
     actions = ["enable_tasks", "disable_tasks", "toggle_tasks", "run_now"]
+    change_form_template = "admin/core/periodictask_change_form.html"
+
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        task = PeriodicTask.objects.filter(pk=object_id).select_related("interval", "crontab").first()
+        extra = {**(extra_context or {}), "schedule_preview": schedule_preview(task) if task else None}
+        return super().change_view(request, object_id, form_url, extra_context=extra)  # type: ignore[no-any-return]
 
     @admin.action(description="Run selected jobs now", permissions=["run_job"])
     def run_now(self, request: HttpRequest, queryset: QuerySet[PeriodicTask]) -> None:

@@ -18,10 +18,11 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from core.errors import AppError, NotFound
+from core.errors import AppError, Conflict, NotFound
 from core.models import JobRun
 from core.scheduler import SchedulerService
 from core.serializers import (
+    JobDetailSerializer,
     JobStatusSerializer,
     RevokeInputSerializer,
     TaskStatusSerializer,
@@ -96,8 +97,24 @@ class JobListApi(StaffAPIView):
 
 
 class JobDetailApi(StaffAPIView):
-    @extend_schema(responses={200: JobStatusSerializer, 404: OpenApiResponse(description="Unknown job key")})
+    @extend_schema(responses={200: JobDetailSerializer, 404: OpenApiResponse(description="Unknown job key")})
     def get(self, request: Request, key: str) -> Response:
+        return Response(JobDetailSerializer(SchedulerService.get_job_detail(key)).data)
+
+
+class JobResumeApi(StaffAPIView):
+    @extend_schema(
+        request=None,
+        responses={
+            200: JobStatusSerializer,
+            404: OpenApiResponse(description="Unknown job key"),
+            409: OpenApiResponse(description="The job is not paused"),
+        },
+        summary="Resume a job paused after repeated failures",
+    )
+    def post(self, request: Request, key: str) -> Response:
+        if not SchedulerService.resume(key):
+            raise Conflict(f"{key} is not paused.")
         return Response(JobStatusSerializer(SchedulerService.get_task_status(key)).data)
 
 

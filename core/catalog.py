@@ -85,6 +85,7 @@ class Every:
 
 
 Schedule = Crontab | Every
+MISFIRE_POLICIES = ("run_once", "skip")
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,13 @@ class Job:
     never runs stale duplicates; defaults to the schedule's period.
     `lease_seconds`: the overlap guard's lease, renewed while the job runs; it is
     how long a dead worker keeps the job blocked.
+    `pause_after_failures`: beat stops sending a job that failed this many times in a row,
+    recording why, until someone resumes it (None: never). `critical`: /health/ answers 503
+    while the job is late (its last run started more than its period plus grace ago).
+    `misfire`: what beat does when it was down across one or more slots: "run_once" (one
+    catch-up run for all of them, the default) or "skip" (wait for the next slot). A slot
+    sent less than `misfire_grace` seconds late is on time under either policy; the
+    default grace is half the period, at most five minutes.
     """
 
     key: str
@@ -106,7 +114,26 @@ class Job:
     expires: int | None = None
     lease_seconds: int = 60
     allow_overlap: bool = False
+    misfire: str = "run_once"
+    misfire_grace: int | None = None
+    # Failed runs in a row after which beat stops sending the job (None: never pause).
+    pause_after_failures: int | None = 5
+    # A critical job that is late turns /health/ to 503.
+    critical: bool = False
     app_label: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        if self.misfire not in MISFIRE_POLICIES:
+            raise ValueError(f"job {self.key}: misfire must be one of {', '.join(MISFIRE_POLICIES)}")
+
+    def grace_seconds(self, period_seconds: float | None = None) -> float:
+        """How late a slot may be sent and still count as on time; `period_seconds` is the live
+        schedule's (an operator may have changed it in the admin), else the catalog's."""
+        if self.misfire_grace is not None:
+            return self.misfire_grace
+        if period_seconds is None:
+            period_seconds = self.schedule.period_seconds() if self.schedule else 600
+        return max(1.0, min(period_seconds / 2, 300.0))
 
     @property
     def expire_seconds(self) -> int | None:

@@ -26,6 +26,9 @@ JOBS = [
         task="core.beat_heartbeat",
         description="Record the time beat last fired; /health/ reports beat down when it is older than two minutes.",
         schedule=Every(seconds=30),
+        # A heartbeat that missed its slots says nothing by running late: wait for the next one.
+        misfire="skip",
+        pause_after_failures=None,
     ),
     Job(
         key="job_runs_cleanup",
@@ -43,6 +46,7 @@ JOBS = [
         ),
         schedule=Every(seconds=15),
         lease_seconds=60,
+        critical=True,
     ),
     Job(
         key="sleep",

@@ -29,6 +29,7 @@ class JobRun(models.Model):
         SUCCEEDED = "succeeded", "Succeeded"
         FAILED = "failed", "Failed"
         SKIPPED = "skipped", "Skipped (already running)"
+        DUPLICATE = "duplicate", "Duplicate (slot already run)"
         REVOKED = "revoked", "Revoked"
 
     class Source(models.TextChoices):
@@ -38,7 +39,7 @@ class JobRun(models.Model):
         SHELL = "shell", "Shell"
         CLI = "cli", "manage.py"
 
-    FINISHED = (Status.SUCCEEDED, Status.FAILED, Status.SKIPPED, Status.REVOKED)
+    FINISHED = (Status.SUCCEEDED, Status.FAILED, Status.SKIPPED, Status.DUPLICATE, Status.REVOKED)
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     job_key = models.CharField(max_length=100, db_index=True)
@@ -59,13 +60,44 @@ class JobRun(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     duration_ms = models.PositiveIntegerField(null=True, blank=True)
+    # The scheduled fire time a beat run is for (core.slots); unique per job, so a slot sent
+    # twice (two beats, a re-sent message) runs once. Empty for manual runs.
+    slot = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-queued_at"]
         indexes = [models.Index(fields=["job_key", "-queued_at"], name="jobrun_job_recent")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["job_key", "slot"], name="jobrun_one_run_per_slot", condition=models.Q(slot__isnull=False)
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.job_key} {self.status} ({self.task_id})"
+
+
+class JobState(models.Model):
+    """What beat knows about a scheduled job across beat processes: the last slot sent, misses.
+
+    The leader beat advances `last_slot` with a compare-and-set (core.beat), so however
+    many beats run, each slot is sent once.
+    """
+
+    job_key = models.CharField(max_length=100, primary_key=True)
+    last_slot = models.DateTimeField()
+    last_sent_at = models.DateTimeField(null=True, blank=True)
+    # Slots that came due while no beat was sending, and were not run (caught up or skipped).
+    missed_slots = models.PositiveIntegerField(default=0)
+    last_missed_at = models.DateTimeField(null=True, blank=True)
+    # Runs that failed in a row; at the job's pause_after_failures beat stops sending it.
+    consecutive_failures = models.PositiveIntegerField(default=0)
+    paused_at = models.DateTimeField(null=True, blank=True)
+    pause_reason = models.TextField(blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"{self.job_key} (last slot {self.last_slot:%Y-%m-%d %H:%M:%S})"
 
 
 class OutboxIntent(models.Model):

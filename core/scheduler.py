@@ -22,9 +22,10 @@ from django_celery_beat.models import CrontabSchedule, IntervalSchedule, Periodi
 from core.broker import Message
 from core.catalog import Crontab, Every, Job, JobCatalog
 from core.errors import Unavailable
-from core.models import JobRun
+from core.models import JobRun, JobState
 from core.services import jobruns
 from core.services.outbox import BROKER_ERRORS, messages_publish
+from core.slots import dst_warnings, next_fire, period_seconds, preview, schedule_zone, slot_schedule
 from core.task_base import SOURCE_HEADER
 from core.transactions import on_commit_robust
 
@@ -93,9 +94,57 @@ def _interval_text(interval: IntervalSchedule) -> str:
     return describe_interval(interval.every * seconds) if seconds else f"every {interval.every} µs"
 
 
+def _slot_timing(task: PeriodicTask) -> tuple[Any, float] | None:
+    """The entry's slot schedule and period (core.slots), or None for solar and clocked ones."""
+    try:
+        schedule = slot_schedule(task.schedule)
+        return schedule, period_seconds(schedule, timezone.now())
+    except Exception:
+        return None
+
+
+def job_lateness(job: Job, entry: PeriodicTask | None, state: JobState | None, last: JobRun | None) -> float | None:
+    """Seconds past due when the job's last run started more than its period plus grace ago, else None.
+
+    Only for an enabled, not paused, slot-scheduled job; a job that never ran counts from
+    when its schedule was last changed.
+    """
+    if entry is None or not entry.enabled or (state is not None and state.paused_at is not None):
+        return None
+    timing = _slot_timing(entry)
+    if timing is None:
+        return None
+    _, period = timing
+    reference = (last.started_at or last.queued_at) if last else entry.date_changed
+    if reference is None:
+        return None
+    overdue = (timezone.now() - reference).total_seconds() - period - job.grace_seconds(period)
+    return overdue if overdue > 0 else None
+
+
+def schedule_preview(task: PeriodicTask, count: int = 10) -> dict[str, Any] | None:
+    """The next `count` fire times in the schedule's time zone and in UTC, and DST warnings."""
+    timing = _slot_timing(task)
+    if timing is None:
+        return None
+    schedule = timing[0]
+    now = timezone.now()
+    fires = preview(schedule, now, count)
+    return {
+        "timezone": str(schedule_zone(schedule)),
+        "next_fire_times": [
+            {"local": f.local.isoformat(), "utc": f.at.isoformat().replace("+00:00", "Z"), "dst": f.dst} for f in fires
+        ],
+        "warnings": dst_warnings(schedule, now),
+    }
+
+
 def _next_run(task: PeriodicTask) -> datetime | None:
     if not task.enabled:
         return None
+    timing = _slot_timing(task)
+    if timing is not None:
+        return next_fire(timing[0], timezone.now())
     schedule = task.schedule
     last = task.last_run_at or task.start_time or task.date_changed or timezone.now()
     try:
@@ -193,11 +242,16 @@ class SchedulerService:
         # Each job's newest run in one query (a correlated subquery, portable to SQLite).
         newest = JobRun.objects.filter(job_key=OuterRef("job_key")).order_by("-queued_at").values("pk")[:1]
         last_runs = {run.job_key: run for run in JobRun.objects.filter(job_key__in=keys, pk=Subquery(newest))}
+        states = {state.job_key: state for state in JobState.objects.filter(job_key__in=keys)}
         out = []
         for job in jobs:
             entry = periodic.get(job.key)
             last = last_runs.get(job.key)
+            state = states.get(job.key)
             nxt = _next_run(entry) if entry else None
+            if state is not None and state.paused_at is not None:
+                nxt = None
+            late = job_lateness(job, entry, state, last)
             out.append(
                 {
                     "key": job.key,
@@ -217,6 +271,30 @@ class SchedulerService:
                     "last_error": last.error if last else "",
                     "last_task_id": last.task_id if last else None,
                     "params": job.param_fields(),
+                    "misfire": job.misfire,
+                    "critical": job.critical,
+                    "late": late is not None,
+                    "late_seconds": round(late) if late is not None else None,
+                    "paused": bool(state and state.paused_at),
+                    "paused_at": state.paused_at if state else None,
+                    "pause_reason": state.pause_reason if state else "",
+                    "consecutive_failures": state.consecutive_failures if state else 0,
+                    "missed_slots": state.missed_slots if state else 0,
+                    "last_slot": state.last_slot if state and entry else None,
                 }
             )
         return out[0] if key else out
+
+    @staticmethod
+    def get_job_detail(key: str) -> dict[str, Any]:
+        """The status of one job, with the next 10 fire times of its live schedule."""
+        detail = dict(SchedulerService.get_task_status(key))  # type: ignore[arg-type]
+        entry = PeriodicTask.objects.filter(name=key).select_related("interval", "crontab").first()
+        detail["preview"] = schedule_preview(entry) if entry else None
+        return detail
+
+    @staticmethod
+    def resume(key: str) -> bool:
+        """Resume a job paused after repeated failures; False when it was not paused."""
+        JobCatalog.get(key)
+        return jobruns.jobstate_resume(job_key=key)

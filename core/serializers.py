@@ -46,6 +46,32 @@ class JobStatusSerializer(serializers.Serializer[Any]):
     last_error = serializers.CharField(allow_blank=True)
     last_task_id = serializers.CharField(allow_null=True)
     params = ParamFieldSerializer(many=True)
+    misfire = serializers.CharField(help_text="run_once: one catch-up run after beat was down; skip: none")
+    critical = serializers.BooleanField(help_text="/health/ answers 503 while this job is late")
+    late = serializers.BooleanField(help_text="the last run started more than its period plus grace ago")
+    late_seconds = serializers.IntegerField(allow_null=True)
+    paused = serializers.BooleanField(help_text="beat stopped sending it after repeated failures")
+    paused_at = serializers.DateTimeField(allow_null=True)
+    pause_reason = serializers.CharField(allow_blank=True)
+    consecutive_failures = serializers.IntegerField()
+    missed_slots = serializers.IntegerField(help_text="slots that came due while no beat was sending")
+    last_slot = serializers.DateTimeField(allow_null=True, help_text="the newest slot beat has sent (or skipped)")
+
+
+class FireTimeSerializer(serializers.Serializer[Any]):
+    local = serializers.DateTimeField(help_text="in the schedule's time zone")
+    utc = serializers.DateTimeField()
+    dst = serializers.CharField(allow_blank=True, help_text="skipped or repeated wall-clock time, if any")
+
+
+class SchedulePreviewSerializer(serializers.Serializer[Any]):
+    timezone = serializers.CharField()
+    next_fire_times = FireTimeSerializer(many=True)
+    warnings = serializers.ListField(child=serializers.CharField())
+
+
+class JobDetailSerializer(JobStatusSerializer):
+    preview = SchedulePreviewSerializer(allow_null=True, help_text="the next 10 fire times")
 
 
 class JobRunSerializer(serializers.Serializer[Any]):

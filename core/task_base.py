@@ -7,6 +7,7 @@ Every other task runs exactly as a plain Celery task.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from celery import Task, states
@@ -15,6 +16,17 @@ from celery.exceptions import Ignore, Retry
 SOURCE_HEADER = "job_source"
 # Set by the outbox on every message it publishes: the intent's id, marked completed when the task ends.
 OUTBOX_HEADER = "outbox_intent"
+# Set by beat (core.beat) on a scheduled job's message: the slot it was sent for, ISO 8601.
+SLOT_HEADER = "job_slot"
+
+
+def _slot(value: object) -> datetime | None:
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(str(value))
+    except ValueError:
+        return None
 
 
 def job_source(*, explicit: object, periodic_task_name: object) -> str:
@@ -64,15 +76,24 @@ class JobAwareTask(Task[Any, Any]):
 
     def _run_recorded(self, job: Any, task_id: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         from core.leases import JobLease
+        from core.models import JobRun
         from core.services import jobruns
 
         run = jobruns.jobrun_mark_running(
-            job=job, task_id=task_id, source=self._source(), params=kwargs, worker=self.request.hostname or ""
+            job=job,
+            task_id=task_id,
+            source=self._source(),
+            params=kwargs,
+            worker=self.request.hostname or "",
+            slot=_slot(request_header(self.request, SLOT_HEADER)),
         )
         if run is None:
             # Revoked while no worker was listening: record it as Celery would, run nothing.
             self.update_state(state=states.REVOKED)
             raise Ignore()
+        if run.status in (JobRun.Status.DUPLICATE, JobRun.Status.SUCCEEDED):
+            # A second run for a slot that has one, or a finished slot's message re-delivered.
+            return run.summary
         lease = JobLease(job.key, task_id, job.lease_seconds) if not job.allow_overlap else None
         acquired = False
         try:

@@ -8,6 +8,7 @@ urlpatterns = [
     path("admin/jobs/", apis.JobListApi.as_view(), name="job-list"),
     path("admin/jobs/<str:key>/", apis.JobDetailApi.as_view(), name="job-detail"),
     path("admin/jobs/<str:key>/trigger/", apis.JobTriggerApi.as_view(), name="job-trigger"),
+    path("admin/jobs/<str:key>/resume/", apis.JobResumeApi.as_view(), name="job-resume"),
     path("admin/tasks/<str:task_id>/", apis.TaskDetailApi.as_view(), name="task-detail"),
     path("admin/tasks/<str:task_id>/revoke/", apis.TaskRevokeApi.as_view(), name="task-revoke"),
 ]

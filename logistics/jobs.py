@@ -32,5 +32,6 @@ JOBS = [
         params=DriverAssignmentExpiryParams,
         expires=55,
         lease_seconds=30,
+        critical=True,
     ),
 ]

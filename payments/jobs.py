@@ -87,6 +87,7 @@ JOBS = [
         schedule=Crontab(minute="0"),
         params=PaymentTimeoutsParams,
         lease_seconds=120,
+        critical=True,
     ),
     Job(
         key="exchange_rates",
@@ -125,6 +126,7 @@ JOBS = [
         ),
         schedule=Crontab(minute="0", hour="0"),
         lease_seconds=300,
+        critical=True,
     ),
     Job(
         key="subscription_reminders",

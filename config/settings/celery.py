@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import environ
+from kombu import Exchange, Queue
 
 env = environ.Env()
 
@@ -57,6 +58,9 @@ JOB_QUEUES = (
     "maintenance",
     "subscriptions",
 )
+# Declared, so a bare `celery -A config worker` (as the seed guides start it) consumes every
+# queue; `-Q` still narrows it.
+CELERY_TASK_QUEUES = tuple(Queue(name, Exchange(name), routing_key=name) for name in JOB_QUEUES)
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_CREATE_MISSING_QUEUES = True
 CELERY_TASK_ROUTES = {
@@ -76,7 +80,9 @@ CELERY_TASK_ROUTES = {
     "celery.backend_cleanup": {"queue": "maintenance"},
 }
 
-CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# django-celery-beat's DatabaseScheduler with a leader lease and one send per slot: any number
+# of beats may run (core/beat.py, docs/operations.md).
+CELERY_BEAT_SCHEDULER = "core.beat:LeaderScheduler"
 # Beat re-reads changed schedules from the database at most this often.
 CELERY_BEAT_MAX_LOOP_INTERVAL = env.int("CELERY_BEAT_MAX_LOOP_INTERVAL", default=5)
 

@@ -58,12 +58,41 @@ def _check_beat() -> dict[str, Any]:
     limit = settings.BEAT_HEARTBEAT_MAX_AGE_SECONDS
     if age is None:
         return {"ok": False, "error": "beat has never recorded a heartbeat (is `celery beat` running?)"}
+    from core.beat import beat_leader
+
+    leader = beat_leader()
     if age > limit:
-        return {"ok": False, "error": f"last heartbeat {age:.0f}s ago (limit {limit}s)", "age_seconds": round(age)}
-    return {"ok": True, "age_seconds": round(age, 1)}
+        return {
+            "ok": False,
+            "error": f"last heartbeat {age:.0f}s ago (limit {limit}s)",
+            "age_seconds": round(age),
+            "leader": leader,
+        }
+    return {"ok": True, "age_seconds": round(age, 1), "leader": leader}
 
 
-CHECKS = {"database": _check_database, "broker": _check_broker, "workers": _check_workers, "beat": _check_beat}
+def _check_jobs() -> dict[str, Any]:
+    """Late and paused jobs; down only while a critical job is late."""
+    from core.scheduler import SchedulerService
+
+    rows = SchedulerService.get_task_status()
+    assert isinstance(rows, list)
+    late = [{"job": r["key"], "seconds_late": r["late_seconds"], "critical": r["critical"]} for r in rows if r["late"]]
+    paused = [{"job": r["key"], "reason": r["pause_reason"]} for r in rows if r["paused"]]
+    critical = [entry["job"] for entry in late if entry["critical"]]
+    part: dict[str, Any] = {"ok": not critical, "late": late, "paused": paused}
+    if critical:
+        part["error"] = f"critical job(s) late: {', '.join(critical)}"
+    return part
+
+
+CHECKS = {
+    "database": _check_database,
+    "broker": _check_broker,
+    "workers": _check_workers,
+    "beat": _check_beat,
+    "jobs": _check_jobs,
+}
 
 
 def health_report() -> dict[str, Any]:

@@ -21,7 +21,7 @@ def test_celery_is_configured_as_the_design_says() -> None:
     assert conf.broker_transport_options["visibility_timeout"] > conf.task_time_limit
     assert conf.worker_send_task_events and conf.task_track_started
     assert conf.result_backend == "django-db" and conf.result_extended
-    assert conf.beat_scheduler == "django_celery_beat.schedulers:DatabaseScheduler"
+    assert conf.beat_scheduler == "core.beat:LeaderScheduler"  # DatabaseScheduler with a leader lease
 
 
 def test_tasks_are_routed_to_their_domain_queue_by_name_prefix() -> None:

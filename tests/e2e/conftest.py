@@ -122,8 +122,7 @@ def start_worker(transactional_db: Any, purge_broker: None, tmp_path: Path) -> I
             "worker",
             "-l",
             "info",
-            "-Q",
-            queues,
+            *(["-Q", queues] if queues else []),  # "" starts a bare worker: every declared queue
             "-c",
             str(concurrency),
             "-P",
@@ -157,7 +156,7 @@ def start_worker(transactional_db: Any, purge_broker: None, tmp_path: Path) -> I
 def start_beat(transactional_db: Any, tmp_path: Path) -> Iterator[Callable[..., CeleryProcess]]:
     started: list[CeleryProcess] = []
 
-    def start(**env: str) -> CeleryProcess:
+    def start(name: str = "beat", **env: str) -> CeleryProcess:
         argv = [
             sys.executable,
             "-m",
@@ -168,9 +167,9 @@ def start_beat(transactional_db: Any, tmp_path: Path) -> Iterator[Callable[..., 
             "-l",
             "debug",
             "--pidfile",
-            str(tmp_path / "beat.pid"),
+            str(tmp_path / f"{name}.pid"),
         ]
-        proc = CeleryProcess(argv, process_env(CELERY_BEAT_MAX_LOOP_INTERVAL="1", **env), tmp_path / "beat.log")
+        proc = CeleryProcess(argv, process_env(CELERY_BEAT_MAX_LOOP_INTERVAL="1", **env), tmp_path / f"{name}.log")
         started.append(proc)
         return proc
 

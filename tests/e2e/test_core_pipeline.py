@@ -6,6 +6,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.conf import settings
 from django.test import Client
 from django.utils import timezone
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
@@ -123,3 +124,17 @@ def test_beat_fires_the_heartbeat_follows_an_admin_edit_and_health_reports_all_u
         timeout=20,
         message=f"three heartbeats in 20 s after the edit; beat log:\n{beat.output()[-3000:]}",
     )
+
+
+def test_a_bare_worker_consumes_every_queue_and_runs_a_payments_job(start_worker: Any) -> None:
+    # `celery -A config worker` with no -Q, as the seed guides start it.
+    worker = start_worker(queues="")
+    run = SchedulerService.trigger_manual_update("payment_timeouts", source="shell")
+
+    wait_for(
+        lambda: JobRun.objects.get(pk=run.pk).status == "succeeded",
+        timeout=30,
+        message=f"the payments job on a bare worker; log:\n{worker.output()[-2000:]}",
+    )
+    for queue in settings.JOB_QUEUES:
+        assert f".> {queue} " in worker.output(), f"{queue} not consumed"

@@ -8,6 +8,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
+from core.beat import beat_leader_text
 from core.catalog import Job, JobCatalog
 from core.errors import AppError, command_error
 from core.scheduler import SchedulerService
@@ -73,6 +74,8 @@ class Command(BaseCommand):
         run.add_argument("key")
         run.add_argument("--param", action="append", default=[], metavar="NAME=VALUE")
         run.add_argument("--sync", action="store_true", help="run inline and print the summary")
+        resume = sub.add_parser("resume", help="resume a job paused after repeated failures")
+        resume.add_argument("key")
         setup = sub.add_parser("setup", help="create the missing default beat entries")
         setup.add_argument("--reset", action="store_true", help="also reset edited entries to the defaults")
 
@@ -111,18 +114,36 @@ class Command(BaseCommand):
         if options["json"]:
             self.stdout.write(json.dumps(rows, indent=2, default=str))
             return
+        leader = beat_leader_text()
+        self.stdout.write(f"beat leader: {leader}")
         header = (
             f"{'job':<28} {'enabled':<8} {'schedule':<28} {'runs':>5}  {'last run':<20} {'last status':<11} next run"
         )
         self.stdout.write(header)
+        attention: list[str] = []
         for r in rows:
-            enabled = ("yes" if r["enabled"] else "no") if r["scheduled"] else "manual"
+            if r["paused"]:
+                attention.append(f"PAUSED {r['key']}: {r['pause_reason']} (resume: manage.py jobs resume {r['key']})")
+            if r["late"]:
+                critical = " (critical: /health/ is 503)" if r["critical"] else ""
+                attention.append(f"LATE   {r['key']}: last run started {r['late_seconds']}s past due{critical}")
+            if r["missed_slots"]:
+                attention.append(f"MISSED {r['key']}: {r['missed_slots']} slot(s) while no beat was sending")
+            enabled = ("paused" if r["paused"] else "yes" if r["enabled"] else "no") if r["scheduled"] else "manual"
             last = r["last_run_at"].strftime("%Y-%m-%d %H:%M:%S") if r["last_run_at"] else "never"
             nxt = r["next_run_at"].strftime("%Y-%m-%d %H:%M:%S") if r["next_run_at"] else "-"
             self.stdout.write(
                 f"{r['key']:<28} {enabled:<8} {r['schedule']:<28} {r['runs_recorded']:>5}  {last:<20} "
                 f"{r['last_status'] or '-':<11} {nxt}"
             )
+        for line in attention:
+            self.stdout.write(line)
+
+    def _resume(self, options: dict[str, Any]) -> None:
+        key = options["key"]
+        if not SchedulerService.resume(key):
+            raise CommandError(f"{key} is not paused.", returncode=2)
+        self.stdout.write(self.style.SUCCESS(f"{key} resumed: beat sends it from its next slot."))
 
     def _run(self, options: dict[str, Any]) -> None:
         params = _parse_params(options["param"])
