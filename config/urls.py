@@ -5,6 +5,7 @@ from django.urls import URLPattern, URLResolver, include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from core.apis import api_not_found
+from core.metrics import metrics_view
 from core.views import health
 
 # Each domain app adds its v1 routes in <app>/urls.py (api_v1_urlpatterns) and
@@ -20,6 +21,7 @@ api_v1: list[URLPattern | URLResolver] = [
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("health/", health, name="health"),
+    path("metrics", metrics_view, name="metrics"),
     path("api/v1/", include((api_v1, "api"), namespace="api")),
     path("api/", include(("logistics.urls", "logistics"), namespace="logistics")),
     # Last: any other /api/ URL answers the API's JSON 404, not Django's HTML page.

@@ -35,9 +35,24 @@ class JobRunAdmin(admin.ModelAdmin[JobRun]):
     search_fields = ("task_id", "job_key", "error")
     date_hierarchy = "queued_at"
     readonly_fields = [f.name for f in JobRun._meta.fields]
+    list_select_related = ("triggered_by",)
+    actions = ["retry_runs"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[JobRun]:
         return super().get_queryset(request).select_related("triggered_by")
+
+    @admin.action(description="Retry selected failed runs (same parameters)", permissions=["run_job"])
+    def retry_runs(self, request: HttpRequest, queryset: QuerySet[JobRun]) -> None:
+        for run in queryset:
+            try:
+                new = SchedulerService.retry_run(str(run.pk), source="admin", user_id=request.user.pk)
+            except AppError as exc:
+                admin_message(request, exc)
+                continue
+            messages.success(request, f"{run.job_key}: retry queued as task {new.task_id}.")
+
+    def has_run_job_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm(RUN_JOB_PERMISSION)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

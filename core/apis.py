@@ -138,12 +138,7 @@ class JobTriggerApi(StaffAPIView):
         run = SchedulerService.trigger_manual_update(
             key, body.validated_data["params"], sync=sync, source="api", user_id=request.user.pk
         )
-        data: dict[str, Any] = {
-            "task_id": run.task_id,
-            "job_run_id": run.id,
-            "status": run.status,
-            "status_url": request.build_absolute_uri(reverse("api:task-detail", args=[run.task_id])),
-        }
+        data = _run_reference(request, run)
         if sync:
             data.update(summary=run.summary, error=run.error)
             return Response(TriggerDoneSerializer(data).data, status=status.HTTP_200_OK)
@@ -229,3 +224,29 @@ class TaskRevokeApi(StaffAPIView):
         # Without terminate a running task finishes; only a waiting one is closed now.
         jobrun_mark_revoked(task_id=task_id, running_too=terminate)
         return Response(TaskStatusSerializer(task_status_read(task_id)).data, status=status.HTTP_202_ACCEPTED)
+
+
+class JobRunRetryApi(StaffAPIView):
+    @extend_schema(
+        request=None,
+        responses={
+            202: TriggerAcceptedSerializer,
+            404: OpenApiResponse(description="No such run"),
+            409: OpenApiResponse(description="The run did not fail"),
+            503: OpenApiResponse(description="The broker is unreachable"),
+        },
+        summary="Retry a failed run with the same parameters (a new run, linked to the first)",
+    )
+    def post(self, request: Request, run_id: str) -> Response:
+        run = SchedulerService.retry_run(run_id, source="api", user_id=request.user.pk)
+        return Response(TriggerAcceptedSerializer(_run_reference(request, run)).data, status=status.HTTP_202_ACCEPTED)
+
+
+def _run_reference(request: Request, run: JobRun) -> dict[str, Any]:
+    """What a trigger answers: the run, its task and where to follow it."""
+    return {
+        "task_id": run.task_id,
+        "job_run_id": run.id,
+        "status": run.status,
+        "status_url": request.build_absolute_uri(reverse("api:task-detail", args=[run.task_id])),
+    }

@@ -63,6 +63,8 @@ class JobRun(models.Model):
     # The scheduled fire time a beat run is for (core.slots); unique per job, so a slot sent
     # twice (two beats, a re-sent message) runs once. Empty for manual runs.
     slot = models.DateTimeField(null=True, blank=True)
+    # A retry of a failed run (same job and parameters) points at the run it retries.
+    retry_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="retries")
 
     class Meta:
         ordering = ["-queued_at"]

@@ -14,6 +14,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import transaction
 from django.db.models import Count, OuterRef, Subquery
 from django.utils import timezone
@@ -292,6 +293,22 @@ class SchedulerService:
         entry = PeriodicTask.objects.filter(name=key).select_related("interval", "crontab").first()
         detail["preview"] = schedule_preview(entry) if entry else None
         return detail
+
+    @staticmethod
+    def retry_run(run_id: str, *, source: str = "shell", user_id: int | None = None) -> JobRun:
+        """Run a failed (or revoked, lost) run's job again with the same parameters, as a new run linked to it."""
+        from core.errors import Conflict, NotFound
+
+        try:
+            previous = JobRun.objects.get(pk=run_id)
+        except (JobRun.DoesNotExist, ValueError, DjangoValidationError):
+            raise NotFound(f"No job run {run_id}.") from None
+        if previous.status not in (JobRun.Status.FAILED, JobRun.Status.REVOKED):
+            raise Conflict(f"Run {run_id} is {previous.status}; only failed or revoked runs are retried.")
+        run = SchedulerService.trigger_manual_update(previous.job_key, previous.params, source=source, user_id=user_id)
+        JobRun.objects.filter(pk=run.pk).update(retry_of=previous)
+        run.retry_of = previous
+        return run
 
     @staticmethod
     def resume(key: str) -> bool:

@@ -25,6 +25,8 @@ def main() -> int:
             line = f"DJANGO_SUPERUSER_PASSWORD={admin_password}"
         elif line.startswith("FLOWER_BASIC_AUTH="):
             line = f"FLOWER_BASIC_AUTH=admin:{flower_password}"
+        elif line.startswith("METRICS_BASIC_AUTH="):
+            line = f"METRICS_BASIC_AUTH=prometheus:{secrets.token_urlsafe(12)}"
         elif line.startswith("DJANGO_SECRET_KEY="):
             line = f"DJANGO_SECRET_KEY={secrets.token_urlsafe(50)}"
         lines.append(line)

@@ -227,3 +227,18 @@ def test_resume_needs_staff(client: Client) -> None:
     user = User.objects.create_user("someone", password="pw")
     client.force_login(user)
     assert client.post("/api/v1/admin/jobs/exchange_rates/resume/").status_code == 403
+
+
+def test_a_failed_run_is_retried_with_its_parameters_as_a_new_linked_run(admin_client: Client) -> None:
+    job = JobCatalog.get("payment_timeouts")
+    jobruns.jobrun_create_queued(job=job, task_id="first", source="beat", params={"older_than_days": 5})
+    jobruns.jobrun_mark_failed(task_id="first", exc=RuntimeError("database restarted"))
+    failed = JobRun.objects.get(task_id="first")
+
+    response = admin_client.post(f"/api/v1/admin/jobs/runs/{failed.pk}/retry/")
+
+    assert response.status_code == 202, response.json()
+    retry = JobRun.objects.get(pk=response.json()["job_run_id"])
+    assert retry.retry_of_id == failed.pk and retry.params == {"older_than_days": 5} and retry.source == "api"
+    assert admin_client.post(f"/api/v1/admin/jobs/runs/{retry.pk}/retry/").status_code == 409  # it did not fail
+    assert admin_client.post("/api/v1/admin/jobs/runs/not-a-run/retry/").status_code == 404
