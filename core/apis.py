@@ -152,7 +152,9 @@ _JOB_TO_CELERY_STATE: dict[str, str] = {
     JobRun.Status.SUCCEEDED: "SUCCESS",
     JobRun.Status.FAILED: "FAILURE",
     JobRun.Status.SKIPPED: "SUCCESS",
+    JobRun.Status.DUPLICATE: "SUCCESS",
     JobRun.Status.REVOKED: "REVOKED",
+    JobRun.Status.LOST: "FAILURE",
 }
 
 

@@ -55,6 +55,7 @@ STANDBY_POLL_SECONDS = 1.0
 # The leader's loop comes round at least this often, renewing the lease each time.
 LEADER_TICK_SECONDS = 1.0
 STATE_REFRESH_SECONDS = 5.0
+WATCHDOG_SECONDS = 10.0
 
 _HOLD = (
     "if redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end "
@@ -118,6 +119,7 @@ class LeaderScheduler(DatabaseScheduler):  # type: ignore[misc]
         self._leading = False
         self._state: dict[str, Any] = {}
         self._state_read_at = 0.0
+        self._watched_at = 0.0
         super().__init__(*args, **kwargs)
 
     # -- leadership --------------------------------------------------------------------------
@@ -137,6 +139,7 @@ class LeaderScheduler(DatabaseScheduler):  # type: ignore[misc]
             return STANDBY_POLL_SECONDS
         if not self._leading:
             self._on_elected()
+        self._watch()
         delay = super().tick(*args, **kwargs)
         return float(min(delay, LEADER_TICK_SECONDS))
 
@@ -148,6 +151,18 @@ class LeaderScheduler(DatabaseScheduler):  # type: ignore[misc]
         self._initial_read = True
         self._heap = None
         self._read_state(force=True)
+
+    def _watch(self) -> None:
+        """Every WATCHDOG_SECONDS, close the runs whose worker died (core.services.watchdog)."""
+        if time.monotonic() - self._watched_at < WATCHDOG_SECONDS:
+            return
+        self._watched_at = time.monotonic()
+        from core.services.watchdog import runs_watchdog
+
+        try:
+            runs_watchdog()
+        except Exception:  # the database or Redis is away: try again next time
+            logger.warning("beat: the run watchdog failed", exc_info=True)
 
     def close(self) -> None:
         if self._leading:

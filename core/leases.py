@@ -66,3 +66,55 @@ class JobLease:
 
         self._thread = threading.Thread(target=renew, name=f"lease-{self.key}", daemon=True)
         self._thread.start()
+
+
+RUN_ALIVE_SECONDS = 20
+
+
+def run_alive_key(task_id: str) -> str:
+    return f"jobs:alive:{task_id}"
+
+
+class RunAlive:
+    """A key that says a run's process is alive, renewed every few seconds while it runs.
+
+    The pool child renews it from a thread; when the child (or its worker, which takes its
+    children with it) dies, the key expires within RUN_ALIVE_SECONDS and the watchdog
+    (core.services.watchdog) closes the run as `lost`.
+    """
+
+    def __init__(self, task_id: str, ttl_seconds: int = RUN_ALIVE_SECONDS) -> None:
+        self.key = run_alive_key(task_id)
+        self.ttl = ttl_seconds
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        try:
+            get_redis().set(self.key, "1", ex=self.ttl)
+        except Exception:  # Redis down: the run still runs; the watchdog cannot see it either
+            logger.warning("could not mark run %s alive", self.key, exc_info=True)
+
+        def renew() -> None:
+            while not self._stop.wait(self.ttl / 4):
+                try:
+                    get_redis().set(self.key, "1", ex=self.ttl)
+                except Exception:
+                    logger.warning("could not renew %s", self.key, exc_info=True)
+
+        self._thread = threading.Thread(target=renew, name=self.key, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2)
+        try:
+            get_redis().delete(self.key)
+        except Exception:
+            logger.warning("could not clear %s", self.key, exc_info=True)
+
+
+def lease_release_for(job_key: str, task_id: str) -> bool:
+    """Release a job's overlap lease if `task_id` holds it (its holder died)."""
+    return bool(get_redis().eval(_RELEASE, 1, f"jobs:lease:{job_key}", task_id))

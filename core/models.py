@@ -31,6 +31,7 @@ class JobRun(models.Model):
         SKIPPED = "skipped", "Skipped (already running)"
         DUPLICATE = "duplicate", "Duplicate (slot already run)"
         REVOKED = "revoked", "Revoked"
+        LOST = "lost", "Lost (its worker died)"
 
     class Source(models.TextChoices):
         BEAT = "beat", "Beat schedule"
@@ -39,7 +40,7 @@ class JobRun(models.Model):
         SHELL = "shell", "Shell"
         CLI = "cli", "manage.py"
 
-    FINISHED = (Status.SUCCEEDED, Status.FAILED, Status.SKIPPED, Status.DUPLICATE, Status.REVOKED)
+    FINISHED = (Status.SUCCEEDED, Status.FAILED, Status.SKIPPED, Status.DUPLICATE, Status.REVOKED, Status.LOST)
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     job_key = models.CharField(max_length=100, db_index=True)

@@ -303,8 +303,8 @@ class SchedulerService:
             previous = JobRun.objects.get(pk=run_id)
         except (JobRun.DoesNotExist, ValueError, DjangoValidationError):
             raise NotFound(f"No job run {run_id}.") from None
-        if previous.status not in (JobRun.Status.FAILED, JobRun.Status.REVOKED):
-            raise Conflict(f"Run {run_id} is {previous.status}; only failed or revoked runs are retried.")
+        if previous.status not in (JobRun.Status.FAILED, JobRun.Status.REVOKED, JobRun.Status.LOST):
+            raise Conflict(f"Run {run_id} is {previous.status}; only failed, lost or revoked runs are retried.")
         run = SchedulerService.trigger_manual_update(previous.job_key, previous.params, source=source, user_id=user_id)
         JobRun.objects.filter(pk=run.pk).update(retry_of=previous)
         run.retry_of = previous

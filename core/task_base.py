@@ -75,7 +75,7 @@ class JobAwareTask(Task[Any, Any]):
         )
 
     def _run_recorded(self, job: Any, task_id: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        from core.leases import JobLease
+        from core.leases import JobLease, RunAlive
         from core.models import JobRun
         from core.services import jobruns
 
@@ -96,6 +96,8 @@ class JobAwareTask(Task[Any, Any]):
             return run.summary
         lease = JobLease(job.key, task_id, job.lease_seconds) if not job.allow_overlap else None
         acquired = False
+        alive = RunAlive(task_id)
+        alive.start()
         try:
             if lease is not None:
                 acquired = lease.acquire()
@@ -111,6 +113,7 @@ class JobAwareTask(Task[Any, Any]):
             jobruns.jobrun_mark_failed(task_id=task_id, exc=exc)
             raise
         finally:
+            alive.stop()
             if lease is not None and acquired:
                 lease.release()
 

@@ -72,13 +72,28 @@ def jobrun_mark_running(
             return None
         if run.status == JobRun.Status.SUCCEEDED and run.slot is not None:
             return run  # the slot ran to success already: a re-delivered copy runs nothing
-        JobRun.objects.filter(pk=run.pk).exclude(status=JobRun.Status.REVOKED).update(
-            status=JobRun.Status.RUNNING,
-            started_at=timezone.now(),
-            finished_at=None,
-            attempts=F("attempts") + 1,
-            worker=worker,
-        )
+        changes: dict[str, Any] = {
+            "status": JobRun.Status.RUNNING,
+            "started_at": timezone.now(),
+            "finished_at": None,
+            "attempts": F("attempts") + 1,
+            "worker": worker,
+        }
+        if run.started_at is not None and run.status != JobRun.Status.RETRYING:
+            # Started before and did not ask for a retry: the message came back after its worker
+            # died (or was lost). Keep what that attempt left, so the final summary covers both.
+            earlier = {
+                "status": run.status,
+                "worker": run.worker,
+                "started_at": run.started_at.isoformat(),
+                "error": run.error[:500],
+            }
+            history = list((run.summary or {}).get("earlier_attempts", [])) if isinstance(run.summary, dict) else []
+            changes["summary"] = {
+                **(run.summary if isinstance(run.summary, dict) else {}),
+                "earlier_attempts": [*history, earlier],
+            }
+        JobRun.objects.filter(pk=run.pk).exclude(status=JobRun.Status.REVOKED).update(**changes)
     return run
 
 
@@ -92,8 +107,18 @@ def _finish(
     run = JobRun.objects.filter(task_id=task_id).only("started_at", "summary", "job_key").first()
     if run is None:
         return
-    if isinstance(run.summary, dict) and "missed_slots" in run.summary and isinstance(summary, dict):
-        summary = {**summary, "catch_up_for_missed_slots": run.summary["missed_slots"]}
+    # What beat and earlier attempts recorded on the run stays in its final summary.
+    carry: dict[str, Any] = {}
+    if isinstance(run.summary, dict):
+        if "missed_slots" in run.summary:
+            carry["catch_up_for_missed_slots"] = run.summary["missed_slots"]
+        if run.summary.get("earlier_attempts"):
+            carry.update(redelivered=True, earlier_attempts=run.summary["earlier_attempts"])
+    if carry:
+        summary = {
+            **(summary if isinstance(summary, dict) else {} if summary is None else {"result": summary}),
+            **carry,
+        }
     duration = int((now - run.started_at).total_seconds() * 1000) if run.started_at else None
     # A revoked run stays revoked; an outcome already recorded is not overwritten by a late one.
     rows = JobRun.objects.filter(task_id=task_id).exclude(status=JobRun.Status.REVOKED)
@@ -110,7 +135,7 @@ def _track_outcome(job_key: str, status: str, error: str) -> None:
     if status == JobRun.Status.SUCCEEDED:
         JobState.objects.filter(job_key=job_key, consecutive_failures__gt=0).update(consecutive_failures=0)
         return
-    if status != JobRun.Status.FAILED:
+    if status not in (JobRun.Status.FAILED, JobRun.Status.LOST):
         return
     try:
         limit = JobCatalog.get(job_key).pause_after_failures
@@ -145,6 +170,17 @@ def jobrun_mark_failed(*, task_id: str, exc: BaseException, only_if_unfinished: 
     _finish(task_id, status=JobRun.Status.FAILED, error=text[:5000], only_if_unfinished=only_if_unfinished)
 
 
+def jobruns_mark_lost(*, task_ids: list[str], reason: str, statuses: tuple[str, ...]) -> list[str]:
+    """Close runs that will never report (their worker died, or their message is gone) as `lost`."""
+    closed = []
+    for task_id in task_ids:
+        before = JobRun.objects.filter(task_id=task_id, status__in=statuses).exists()
+        if before:
+            _finish(task_id, status=JobRun.Status.LOST, error=reason, only_if_unfinished=True)
+            closed.append(task_id)
+    return closed
+
+
 def jobrun_mark_skipped(*, task_id: str, holder: str | None) -> dict[str, Any]:
     summary = {"skipped": True, "reason": "another run of this job is in progress", "running_task_id": holder}
     _finish(task_id, status=JobRun.Status.SKIPPED, summary=summary)
@@ -166,10 +202,10 @@ def jobrun_mark_revoked(*, task_id: str, running_too: bool = False) -> int:
 
 
 def jobruns_close_lost(*, older_than_seconds: int) -> int:
-    """Runs still `running` long after the hard time limit lost their worker: close them."""
+    """Runs still `running` long after the hard time limit lost their worker: close them (the watchdog's backstop)."""
     cutoff = timezone.now() - timedelta(seconds=older_than_seconds)
     return JobRun.objects.filter(status=JobRun.Status.RUNNING, started_at__lt=cutoff).update(
-        status=JobRun.Status.FAILED, error="lost: no outcome recorded (worker died?)", finished_at=timezone.now()
+        status=JobRun.Status.LOST, error="lost: no outcome recorded (worker died?)", finished_at=timezone.now()
     )
 
 

@@ -195,7 +195,7 @@ def test_cleanup_closes_lost_runs_and_deletes_old_finished_ones() -> None:
 
     assert run.summary == {"closed_lost": 1, "deleted": 1}
     assert not JobRun.objects.filter(task_id="old-done").exists()
-    assert JobRun.objects.get(task_id="lost").status == "failed"
+    assert JobRun.objects.get(task_id="lost").status == "lost"
     assert JobRun.objects.filter(task_id="fresh").exists()
 
 

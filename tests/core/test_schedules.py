@@ -242,3 +242,61 @@ def test_a_failed_run_is_retried_with_its_parameters_as_a_new_linked_run(admin_c
     assert retry.retry_of_id == failed.pk and retry.params == {"older_than_days": 5} and retry.source == "api"
     assert admin_client.post(f"/api/v1/admin/jobs/runs/{retry.pk}/retry/").status_code == 409  # it did not fail
     assert admin_client.post("/api/v1/admin/jobs/runs/not-a-run/retry/").status_code == 404
+
+
+def test_the_watchdog_closes_a_run_whose_worker_stopped_renewing_and_frees_its_lease() -> None:
+    from core.leases import JobLease, RunAlive
+    from core.services.watchdog import runs_watchdog
+
+    job = JobCatalog.get("payment_timeouts")
+    for task_id in ("dead", "alive"):
+        jobruns.jobrun_create_queued(job=job, task_id=task_id, source="beat", params={})
+        jobruns.jobrun_mark_running(job=job, task_id=task_id, source="beat", params={}, worker="w")
+    JobRun.objects.update(started_at=timezone.now() - timedelta(minutes=2))
+    assert JobLease(job.key, "dead", 120).acquire()
+    keeper = RunAlive("alive")
+    keeper.start()
+    try:
+        assert runs_watchdog() == {"running_lost": 1, "queued_lost": 0}
+    finally:
+        keeper.stop()
+    assert JobRun.objects.get(task_id="dead").status == "lost"
+    assert JobRun.objects.get(task_id="alive").status == "running"
+    assert get_redis().get("jobs:lease:payment_timeouts") is None
+    # Lost counts as a failure in a row.
+    assert JobState.objects.get(job_key="payment_timeouts").consecutive_failures == 1
+
+
+def test_a_queued_run_whose_message_is_gone_is_closed_lost_and_a_waiting_one_is_not(settings: Any) -> None:
+    import redis as redis_lib
+
+    from core.services.watchdog import runs_watchdog
+
+    job = JobCatalog.get("exchange_rates")  # daily: expires after a day
+    broker = redis_lib.Redis.from_url(settings.CELERY_BROKER_URL)
+    broker.delete("payments")
+    for task_id in ("gone", "waiting"):
+        jobruns.jobrun_create_queued(job=job, task_id=task_id, source="api", params={})
+    broker.lpush("payments", b'{"headers": {"id": "waiting"}}')
+    JobRun.objects.update(queued_at=timezone.now() - timedelta(days=2))
+    try:
+        assert runs_watchdog()["queued_lost"] == 1
+    finally:
+        broker.delete("payments")
+    assert JobRun.objects.get(task_id="gone").status == "lost"
+    assert JobRun.objects.get(task_id="waiting").status == "queued"
+
+
+def test_a_redelivered_run_says_so_and_keeps_the_earlier_attempt() -> None:
+    job = JobCatalog.get("payment_timeouts")
+    jobruns.jobrun_create_queued(job=job, task_id="again", source="beat", params={})
+    jobruns.jobrun_mark_running(job=job, task_id="again", source="beat", params={}, worker="w1")
+    jobruns.jobruns_mark_lost(task_ids=["again"], reason="lost: test", statuses=("running",))
+    # The broker hands the message out again after its visibility timeout.
+    jobruns.jobrun_mark_running(job=job, task_id="again", source="beat", params={}, worker="w2")
+    jobruns.jobrun_mark_succeeded(task_id="again", result={"orders_cancelled": 3})
+
+    run = JobRun.objects.get(task_id="again")
+    assert run.status == "succeeded" and run.attempts == 2
+    assert run.summary["orders_cancelled"] == 3 and run.summary["redelivered"] is True
+    assert [(a["status"], a["worker"]) for a in run.summary["earlier_attempts"]] == [("lost", "w1")]
