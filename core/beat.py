@@ -113,6 +113,18 @@ def beat_leader_text() -> str:
     return f"{leader.get('host')} pid {leader.get('pid')} (lease {leader.get('lease_ms')} ms left)"
 
 
+def _since(state: Any, entry: Any) -> datetime:
+    """Where the entry's slots are counted from: its last slot, or its last change if later.
+
+    An operator who edits a schedule (60 s to 2 s, say) starts it afresh: the slots the new
+    schedule would have had before the edit were never due, so they are not missed either.
+    """
+    changed = getattr(entry.model, "date_changed", None)
+    if changed is not None and changed > state.last_slot:
+        return changed  # type: ignore[no-any-return]
+    return state.last_slot  # type: ignore[no-any-return]
+
+
 class LeaderScheduler(DatabaseScheduler):  # type: ignore[misc]
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._leadership = BeatLeadership()
@@ -215,9 +227,10 @@ class LeaderScheduler(DatabaseScheduler):  # type: ignore[misc]
         if state is None or state.paused_at is not None:  # paused: looked at again in 5 s
             return schedules.schedstate(False, STATE_REFRESH_SECONDS)
         now = utcnow()
-        slot, _ = due_slot(schedule, state.last_slot, now)
+        since = _since(state, entry)
+        slot, _ = due_slot(schedule, since, now)
         if slot is None:
-            wait = (next_fire(schedule, state.last_slot) - now).total_seconds()
+            wait = (next_fire(schedule, since) - now).total_seconds()
             return schedules.schedstate(False, max(wait, 0.05))
         return schedules.schedstate(True, max((next_fire(schedule, now) - now).total_seconds(), 0.05))
 
@@ -232,7 +245,7 @@ class LeaderScheduler(DatabaseScheduler):  # type: ignore[misc]
         if state is None or state.paused_at is not None:
             return None
         now = utcnow()
-        slot, older = due_slot(schedule, state.last_slot, now)
+        slot, older = due_slot(schedule, _since(state, entry), now)
         if slot is None:
             return None
         late = (now - slot).total_seconds()

@@ -6,9 +6,10 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
+import orjson
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import transaction
-from django.db.models import Field, Model, QuerySet
+from django.db import models, transaction
+from django.db.models import Field, JSONField, Model, QuerySet
 
 _M = TypeVar("_M", bound=Model)
 
@@ -66,6 +67,77 @@ def update_rows(model: type[_M], objs: Sequence[_M], fields: Sequence[str], *, w
     with connection.cursor() as cursor:
         cursor.execute(sql, [json.dumps(values, cls=DjangoJSONEncoder), *guard_values])
         return int(cursor.rowcount)
+
+
+def insert_rows(model: type[_M], objs: Sequence[_M], *, returning: Sequence[str]) -> list[tuple[Any, ...]] | None:
+    """INSERT `objs` in one statement, skipping rows that conflict with a unique constraint;
+    returns the `returning` columns of the rows inserted, or None off PostgreSQL.
+
+    `bulk_create` on PostgreSQL binds one array per column, and psycopg escapes every text
+    element of those arrays in Python (measured: 330 ms of a 1,000-notification chunk, 60 % of
+    the escrow summary job). Here the rows travel as one JSON parameter read by
+    `jsonb_to_recordset`, as `update_rows` does. Callers fall back to `bulk_create` on None.
+    """
+    connection = transaction.get_connection()
+    if connection.vendor != "postgresql":
+        return None
+    if not objs:
+        return []
+    meta = model._meta
+    columns = [f for f in meta.concrete_fields if not getattr(f, "db_returning", False)]
+    quote = connection.ops.quote_name
+    # Per column, how to read an object's value: auto_now(_add) fields through pre_save, the
+    # built-in types as their Python value (the JSON encoder writes what PostgreSQL parses back:
+    # ISO times, decimal and UUID strings; JSON columns are jsonb in the record), and any other
+    # field as the database value Django would bind.
+    readers = [(f.column, _reader(f, connection)) for f in columns]
+    values = [{column: read(obj) for column, read in readers} for obj in objs]
+    names = ", ".join(quote(f.column) for f in columns)
+    record = ", ".join(f"{quote(f.column)} {_record_type(f, connection)}" for f in columns)
+    back = ", ".join(quote(_column(model, name).column) for name in returning)
+    sql = (
+        f"INSERT INTO {quote(meta.db_table)} ({names}) "  # noqa: S608  (names from the model; values are parameters)
+        f"SELECT {names} FROM jsonb_to_recordset(%s::jsonb) AS v({record}) "
+        f"ON CONFLICT DO NOTHING RETURNING {back}"
+    )
+    with connection.cursor() as cursor:
+        # orjson keeps microseconds (DjangoJSONEncoder cuts times to milliseconds) and is several
+        # times faster; what it does not know (Decimal, lazy strings) goes through DjangoJSONEncoder.
+        document = orjson.dumps(values, default=_DJANGO_JSON.default, option=orjson.OPT_NON_STR_KEYS)
+        cursor.execute(sql, [document.decode()])
+        return [tuple(r) for r in cursor.fetchall()]
+
+
+_DJANGO_JSON = DjangoJSONEncoder()
+
+
+_PLAIN = (
+    models.CharField,
+    models.TextField,
+    models.IntegerField,
+    models.BooleanField,
+    models.DecimalField,
+    models.UUIDField,
+    models.ForeignKey,
+    JSONField,
+)
+
+
+def _reader(field: Field[Any, Any], connection: Any) -> Any:
+    if isinstance(field, models.DateField) and (getattr(field, "auto_now", False) or field.auto_now_add):
+        return lambda obj: field.pre_save(obj, True)
+    attname = field.attname
+    if isinstance(field, (*_PLAIN, models.DateField)):
+        return lambda obj: getattr(obj, attname)
+    return lambda obj: field.get_db_prep_save(getattr(obj, attname), connection)
+
+
+def _record_type(field: Field[Any, Any], connection: Any) -> str:
+    if isinstance(field, JSONField):
+        return "jsonb"
+    db_type = field.db_type(connection)
+    assert db_type is not None, f"{field} has no column type"
+    return db_type
 
 
 def _column(model: type[Model], name: str) -> Field[Any, Any]:

@@ -14,9 +14,12 @@ from datetime import datetime
 from itertools import islice
 from typing import TYPE_CHECKING, Any
 
+import orjson
 from django.conf import settings
+from django.db import connection
 from django.utils import timezone
 
+from core.services.bulk import insert_rows
 from core.services.outbox import Intent, outbox_add_many
 from notifications.exceptions import InvalidAddress
 from notifications.models import Channel, Notification, NotificationTemplate, PushDevice
@@ -87,28 +90,53 @@ def notify_many(requests: Iterable[NotifyRequest], *, chunk_size: int = CHUNK_SI
     while chunk := list(islice(iterator, chunk_size)):
         for request in chunk:
             _check_request(request)
-        groups = {r.dedupe_key for r in chunk}
-        seen = set(Notification.objects.filter(dedupe_group__in=groups).values_list("dedupe_group", flat=True))
+        seen = _groups_with_rows({r.dedupe_key for r in chunk})
         fresh = list({r.dedupe_key: r for r in chunk if r.dedupe_key not in seen}.values())
         if not fresh:
             continue
         now = timezone.now()
         rows = _build_rows(fresh, templates=_templates_for(fresh), devices=_devices_for(fresh), now=now)
         # A single INSERT is atomic on its own; no savepoint needed inside the caller's transaction.
-        Notification.objects.bulk_create(rows, ignore_conflicts=True)
-        stored = list(
-            Notification.objects.filter(dedupe_key__in=[r.dedupe_key for r in rows])
-            .order_by("pk")
-            .values_list("pk", "channel", "enqueued_at", "status")
-        )
-        # Rows a concurrent call inserted first carry its own enqueued_at, not ours.
-        written += sum(1 for _, _, enqueued_at, _ in stored if enqueued_at == now)
+        # Rows a concurrent call inserted first are skipped: that call records their deliveries.
+        inserted = insert_rows(Notification, rows, returning=("id", "channel", "enqueued_at", "status"))
+        if inserted is None:  # not PostgreSQL
+            Notification.objects.bulk_create(rows, ignore_conflicts=True)
+            inserted = [
+                row
+                for row in Notification.objects.filter(dedupe_key__in=[r.dedupe_key for r in rows])
+                .order_by("pk")
+                .values_list("pk", "channel", "enqueued_at", "status")
+                if row[2] == now  # a concurrent call's rows carry its own enqueued_at
+            ]
+        stored = sorted(inserted)
+        written += len(stored)
         deliveries_record(
             (pk, channel, enqueued_at, None)
             for pk, channel, enqueued_at, status in stored
             if status == Notification.Status.PENDING
         )
     return written
+
+
+def _groups_with_rows(groups: set[str]) -> set[str]:
+    """The dedupe groups among `groups` that have rows already.
+
+    On PostgreSQL the keys travel as one JSON parameter, each probed through the dedupe_group
+    index: the plain `IN (…)` query was planned as a sequential scan of the whole table while
+    its statistics lagged behind a burst of inserts (27 ms a chunk at 200,000 rows, growing).
+    """
+    if connection.vendor != "postgresql":
+        return set(Notification.objects.filter(dedupe_group__in=groups).values_list("dedupe_group", flat=True))
+    table = Notification._meta.db_table
+    # One index probe per key, whatever the table's statistics say: a table that grew during
+    # the run (never analyzed yet) otherwise gets a sequential scan per chunk.
+    sql = (
+        "SELECT k.value FROM jsonb_array_elements_text(%s::jsonb) AS k(value) "  # noqa: S608  (the model's own table; the keys are a parameter)
+        f"CROSS JOIN LATERAL (SELECT 1 FROM {table} n WHERE n.dedupe_group = k.value LIMIT 1) AS hit"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [orjson.dumps(sorted(groups)).decode()])
+        return {row[0] for row in cursor.fetchall()}
 
 
 DELIVER_TASK = "notifications.deliver_batch"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from datetime import UTC, datetime, timedelta
 from io import StringIO
 from typing import Any
@@ -157,7 +158,9 @@ def test_beat_sends_nothing_for_a_paused_job_and_again_after_resume() -> None:
     SchedulerService.setup_default_tasks()
     beat = beat_scheduler()
     beat._read_state(force=True)
-    JobState.objects.filter(job_key="outbox_relay").update(last_slot=timezone.now() - timedelta(minutes=1))
+    minute_ago = timezone.now() - timedelta(minutes=1)
+    JobState.objects.filter(job_key="outbox_relay").update(last_slot=minute_ago)
+    PeriodicTask.objects.filter(name="outbox_relay").update(date_changed=minute_ago)
     beat._read_state(force=True)
     # The entry as beat builds it (not through beat.schedule, which commits and closes connections).
     entry = beat.Entry(PeriodicTask.objects.get(name="outbox_relay"), app=beat.app)
@@ -171,6 +174,13 @@ def test_beat_sends_nothing_for_a_paused_job_and_again_after_resume() -> None:
     SchedulerService.resume("outbox_relay")
     beat._read_state(force=True)
     assert beat.is_due(entry).is_due is True
+    # It runs again: the slot is claimed, recorded and sent (beat's periodic sync, which
+    # closes database connections, kept out of the test's transaction).
+    beat._last_sync = time.monotonic()
+    sent = beat.apply_async(entry, advance=False)
+    assert sent is not None
+    run = JobRun.objects.get(task_id=sent.id)
+    assert run.source == "beat" and run.slot is not None and run.status == "queued"
 
 
 def test_a_slot_is_claimed_once_and_a_second_run_for_it_is_a_duplicate() -> None:
@@ -300,3 +310,19 @@ def test_a_redelivered_run_says_so_and_keeps_the_earlier_attempt() -> None:
     assert run.status == "succeeded" and run.attempts == 2
     assert run.summary["orders_cancelled"] == 3 and run.summary["redelivered"] is True
     assert [(a["status"], a["worker"]) for a in run.summary["earlier_attempts"]] == [("lost", "w1")]
+
+
+def test_the_admin_retries_the_selected_failed_runs(admin_client: Client) -> None:
+    job = JobCatalog.get("exchange_rates")
+    jobruns.jobrun_create_queued(job=job, task_id="broken", source="beat", params={})
+    jobruns.jobrun_mark_failed(task_id="broken", exc=RuntimeError("feed down"))
+    failed = JobRun.objects.get(task_id="broken")
+
+    response = admin_client.post(
+        "/admin/core/jobrun/", {"action": "retry_runs", "_selected_action": [str(failed.pk)]}, follow=True
+    )
+
+    assert response.status_code == 200
+    retry = JobRun.objects.get(retry_of=failed)
+    assert retry.source == "admin" and retry.job_key == "exchange_rates"
+    assert f"retry queued as task {retry.task_id}" in response.content.decode()

@@ -148,7 +148,9 @@ def test_an_unaccepted_offer_is_back_in_the_pool_within_the_bound_and_the_eic_us
         timeout=30,
         message=f"a beat sweep that expired the orphan; worker log:\n{worker.output()}",
     )
-    assert run.summary == {"expired_count": 1}
+    # (Under load beat may send a slot late enough to count the one before it as missed: the
+    # summary then also says `catch_up_for_missed_slots`.)
+    assert run.summary["expired_count"] == 1
     orphan.refresh_from_db()
     assert (orphan.status, orphan.target_driver_id) == ("PENDING", None)
     wait_for(lambda: len(fcm_pushes(httpserver, "eic-e2e-device")) == 2, timeout=20, message="the second EIC push")
