@@ -7,8 +7,9 @@ Every other task runs exactly as a plain Celery task.
 
 from __future__ import annotations
 
+import inspect
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from celery import Task, states
 from celery.exceptions import Ignore, Retry
@@ -125,6 +126,34 @@ class JobAwareTask(Task[Any, Any]):
 
         if JobCatalog.for_task(self.name) is not None:
             jobruns.jobrun_mark_failed(task_id=task_id, exc=exc, only_if_unfinished=True)
+
+
+class BodyRedactingTask(JobAwareTask):
+    """Publishes the message text of its arguments as a length only.
+
+    With `result_extended`, django-celery-results stores each task's arguments from the
+    message's `argsrepr` / `kwargsrepr` (Flower shows them too). This task class writes
+    those without the fields named in `redacted`, so the subject and body of an email are
+    never kept outside the notifications outbox.
+    """
+
+    redacted: ClassVar[frozenset[str]] = frozenset()
+
+    # Celery's signature has a dozen options; they pass through untouched.
+    def apply_async(self, args: Any = None, kwargs: Any = None, *more: Any, **options: Any) -> Any:
+        names = list(inspect.signature(self.run).parameters)
+        positional = list(args or ())
+        options.setdefault(
+            "argsrepr",
+            repr([self._hide(names[i] if i < len(names) else "", v) for i, v in enumerate(positional)]),
+        )
+        options.setdefault("kwargsrepr", repr({k: self._hide(k, v) for k, v in (kwargs or {}).items()}))
+        return super().apply_async(args, kwargs, *more, **options)
+
+    def _hide(self, name: str, value: Any) -> Any:
+        if name in self.redacted and isinstance(value, str):
+            return f"<{len(value)} characters>"
+        return value
 
 
 def _intent_completed(intent: object) -> None:

@@ -10,6 +10,7 @@ from celery import Task, shared_task
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
+from core.task_base import BodyRedactingTask
 from notifications.services.delivery import MAX_RETRY_DELAY_SECONDS, RetryPolicy
 from notifications.services.outbox import DELIVER_TASK, REDELIVER_TASK, summary_of
 
@@ -101,13 +102,36 @@ def deliver(notification_id: int) -> dict[str, Any]:
     )
 
 
-@shared_task(bind=True, name="notifications.send_email", ignore_result=True)
-def send_email(self: Task[Any, Any], to: str, subject: str, body: str) -> dict[str, Any]:
+class MessageTextTask(BodyRedactingTask):
+    """The send tasks: the results store and Flower show a message's text as its length only."""
+
+    redacted = frozenset({"subject", "body", "message"})
+
+
+def _address(to: str | None, alias: str | None, alias_name: str) -> str:
+    """`to`, or the seed guides' name for it (`to_email`, `to_phone`); exactly one of them."""
+    if (to is None) == (alias is None):
+        raise TypeError(f"give the address as `to` or as `{alias_name}` (one of them)")
+    return str(to if to is not None else alias)
+
+
+# Results are stored (ids, channels and statuses; never the text), so `result.get()` and
+# `AsyncResult(id).status` work as the seed guides show:
+#   send_email.delay(to_email="user@example.com", subject="Test", body="Test message").get(timeout=10)
+@shared_task(bind=True, base=MessageTextTask, name="notifications.send_email")
+def send_email(
+    self: Task[Any, Any],
+    to: str | None = None,
+    subject: str = "",
+    body: str = "",
+    *,
+    to_email: str | None = None,
+) -> dict[str, Any]:
     from notifications.services import notify
 
     rows = notify(
         template="raw_email",
-        to=to,
+        to=_address(to, to_email, "to_email"),
         context={"subject": subject, "body": body},
         channels=["email"],
         dedupe_key=_dedupe(self, "send_email"),
@@ -115,12 +139,24 @@ def send_email(self: Task[Any, Any], to: str, subject: str, body: str) -> dict[s
     return summary_of(rows)
 
 
-@shared_task(bind=True, name="notifications.send_sms", ignore_result=True)
-def send_sms(self: Task[Any, Any], to: str, body: str) -> dict[str, Any]:
+@shared_task(bind=True, base=MessageTextTask, name="notifications.send_sms")
+def send_sms(
+    self: Task[Any, Any],
+    to: str | None = None,
+    body: str = "",
+    *,
+    to_phone: str | None = None,
+    message: str | None = None,
+) -> dict[str, Any]:
     from notifications.services import notify
 
+    text = body if message is None else message
     rows = notify(
-        template="raw_sms", to=to, context={"body": body}, channels=["sms"], dedupe_key=_dedupe(self, "send_sms")
+        template="raw_sms",
+        to=_address(to, to_phone, "to_phone"),
+        context={"body": text},
+        channels=["sms"],
+        dedupe_key=_dedupe(self, "send_sms"),
     )
     return summary_of(rows)
 

@@ -44,7 +44,10 @@ def _rate(name: str, default: str) -> str:
 EMAIL_PROVIDER = _choice("EMAIL_PROVIDER", "console", ("smtp", "sendgrid", "ses", "console", "locmem"))
 SMS_PROVIDER = _choice("SMS_PROVIDER", "console", ("twilio", "msg91", "console"))
 PUSH_PROVIDER = _choice("PUSH_PROVIDER", "console", ("fcm", "console"))
-DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="noreply@example.com")
+# SENDGRID_FROM_EMAIL (seed 003's name) is read when DEFAULT_FROM_EMAIL is unset or empty.
+DEFAULT_FROM_EMAIL = (
+    env.str("DEFAULT_FROM_EMAIL", default="") or env.str("SENDGRID_FROM_EMAIL", default="") or "noreply@example.com"
+)
 
 # EMAIL: Django's backends; SendGrid and SES through django-anymail
 # ------------------------------------------------------------------------------
@@ -94,7 +97,8 @@ SMS_TIMEOUT_SECONDS = _positive_float("SMS_TIMEOUT_SECONDS", 10)
 TWILIO_BASE_URL = env.str("TWILIO_BASE_URL", default="https://api.twilio.com")
 TWILIO_ACCOUNT_SID = env.str("TWILIO_ACCOUNT_SID", default="")
 TWILIO_AUTH_TOKEN = env.str("TWILIO_AUTH_TOKEN", default="")
-TWILIO_FROM_NUMBER = env.str("TWILIO_FROM_NUMBER", default="")
+# TWILIO_PHONE_NUMBER (seed 003's name) is read when TWILIO_FROM_NUMBER is unset or empty.
+TWILIO_FROM_NUMBER = env.str("TWILIO_FROM_NUMBER", default="") or env.str("TWILIO_PHONE_NUMBER", default="")
 TWILIO_MESSAGING_SERVICE_SID = env.str("TWILIO_MESSAGING_SERVICE_SID", default="")
 MSG91_BASE_URL = env.str("MSG91_BASE_URL", default="https://api.msg91.com")
 MSG91_AUTH_KEY = env.str("MSG91_AUTH_KEY", default="")

@@ -9,14 +9,13 @@ Results are stored (django-celery-results): ids and statuses, never message bodi
 
 from __future__ import annotations
 
-import inspect
 import uuid
-from typing import Any, ClassVar
+from typing import Any
 
 from celery import Task, shared_task
 from django.db import OperationalError
 
-from core.task_base import JobAwareTask
+from core.task_base import BodyRedactingTask
 
 # A lost database connection or a deadlock is worth a retry (the message is already taken
 # off the queue); a repeat writes nothing twice. Unknown types and bad addresses are
@@ -28,34 +27,6 @@ _DB_RETRY: dict[str, Any] = {
     "retry_jitter": True,
     "max_retries": 3,
 }
-
-
-class BodyRedactingTask(JobAwareTask):
-    """Publishes the message text of its arguments as a length only.
-
-    With `result_extended`, django-celery-results stores each task's arguments from the
-    message's `argsrepr` / `kwargsrepr` (Flower shows them too). This task class writes
-    those without the fields named in `redacted`, so the subject and body of an email are
-    never kept outside the notifications outbox.
-    """
-
-    redacted: ClassVar[frozenset[str]] = frozenset()
-
-    # Celery's signature has a dozen options; they pass through untouched.
-    def apply_async(self, args: Any = None, kwargs: Any = None, *more: Any, **options: Any) -> Any:
-        names = list(inspect.signature(self.run).parameters)
-        positional = list(args or ())
-        options.setdefault(
-            "argsrepr",
-            repr([self._hide(names[i] if i < len(names) else "", v) for i, v in enumerate(positional)]),
-        )
-        options.setdefault("kwargsrepr", repr({k: self._hide(k, v) for k, v in (kwargs or {}).items()}))
-        return super().apply_async(args, kwargs, *more, **options)
-
-    def _hide(self, name: str, value: Any) -> Any:
-        if name in self.redacted and isinstance(value, str):
-            return f"<{len(value)} characters>"
-        return value
 
 
 class EmailNotificationTask(BodyRedactingTask):

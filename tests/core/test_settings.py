@@ -86,3 +86,23 @@ def test_production_refuses_to_fall_back_to_a_local_database_or_broker() -> None
     )
     assert result.returncode != 0
     assert "DATABASE_URL" in result.stderr
+
+
+def test_seed_003s_sender_names_are_read_when_ours_are_empty() -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {
+        **os.environ,
+        "DEFAULT_FROM_EMAIL": "",
+        "SENDGRID_FROM_EMAIL": "noreply@indostarnaturals.com",
+        "TWILIO_PHONE_NUMBER": "+1234567890",
+        "TWILIO_FROM_NUMBER": "",
+    }
+    code = "import django; django.setup(); from django.conf import settings as s; print(s.DEFAULT_FROM_EMAIL, s.TWILIO_FROM_NUMBER)"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.split() == ["noreply@indostarnaturals.com", "+1234567890"]
+    env.update(DEFAULT_FROM_EMAIL="ops@example.com", TWILIO_FROM_NUMBER="+15005550006")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.split() == ["ops@example.com", "+15005550006"]
