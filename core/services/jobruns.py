@@ -101,12 +101,20 @@ _UNFINISHED = (JobRun.Status.QUEUED, JobRun.Status.RUNNING, JobRun.Status.RETRYI
 
 
 def _finish(
-    task_id: str, *, status: str, summary: Any = None, error: str = "", only_if_unfinished: bool = False
-) -> None:
+    task_id: str,
+    *,
+    status: str,
+    summary: Any = None,
+    error: str = "",
+    only_if_unfinished: bool = False,
+    only_from: tuple[str, ...] | None = None,
+) -> bool:
+    """Record the run's outcome; False when there was nothing to change (no run, or its status
+    was not one of `only_from`, or not unfinished with `only_if_unfinished`)."""
     now = timezone.now()
     run = JobRun.objects.filter(task_id=task_id).only("started_at", "summary", "job_key").first()
     if run is None:
-        return
+        return False
     # What beat and earlier attempts recorded on the run stays in its final summary.
     carry: dict[str, Any] = {}
     if isinstance(run.summary, dict):
@@ -124,8 +132,12 @@ def _finish(
     rows = JobRun.objects.filter(task_id=task_id).exclude(status=JobRun.Status.REVOKED)
     if only_if_unfinished:
         rows = rows.filter(status__in=_UNFINISHED)
-    if rows.update(status=status, summary=summary, error=error, finished_at=now, duration_ms=duration):
-        _track_outcome(run.job_key, status, error)
+    if only_from is not None:
+        rows = rows.filter(status__in=only_from)
+    if not rows.update(status=status, summary=summary, error=error, finished_at=now, duration_ms=duration):
+        return False
+    _track_outcome(run.job_key, status, error)
+    return True
 
 
 def _track_outcome(job_key: str, status: str, error: str) -> None:
@@ -172,13 +184,11 @@ def jobrun_mark_failed(*, task_id: str, exc: BaseException, only_if_unfinished: 
 
 def jobruns_mark_lost(*, task_ids: list[str], reason: str, statuses: tuple[str, ...]) -> list[str]:
     """Close runs that will never report (their worker died, or their message is gone) as `lost`."""
-    closed = []
-    for task_id in task_ids:
-        before = JobRun.objects.filter(task_id=task_id, status__in=statuses).exists()
-        if before:
-            _finish(task_id, status=JobRun.Status.LOST, error=reason, only_if_unfinished=True)
-            closed.append(task_id)
-    return closed
+    # The status guard is the UPDATE's own condition: a run that finished or started again
+    # meanwhile is left alone and not reported closed.
+    return [
+        task_id for task_id in task_ids if _finish(task_id, status=JobRun.Status.LOST, error=reason, only_from=statuses)
+    ]
 
 
 def jobrun_mark_skipped(*, task_id: str, holder: str | None) -> dict[str, Any]:
