@@ -55,14 +55,15 @@ def _close_dead_running() -> int:
             pipe.exists(run_alive_key(task_id))
         alive = pipe.execute()
     dead = [(task_id, key) for (task_id, key), up in zip(running, alive, strict=True) if not up]
+    # Free the leases first: once a run reads `lost`, its job must already be runnable again.
+    for task_id, key in dead:
+        if lease_release_for(key, task_id):
+            logger.warning("watchdog: released the %s lease held by dead run %s", key, task_id)
     closed = jobruns_mark_lost(
         task_ids=[task_id for task_id, _ in dead],
         reason=f"lost: its worker stopped reporting for {RUN_ALIVE_SECONDS}s (killed or its machine went away)",
         statuses=(JobRun.Status.RUNNING,),
     )
-    for task_id, key in dead:
-        if task_id in closed and lease_release_for(key, task_id):
-            logger.warning("watchdog: released the %s lease held by lost run %s", key, task_id)
     if closed:
         logger.warning("watchdog: %d run(s) lost with their worker: %s", len(closed), ", ".join(closed))
     return len(closed)
