@@ -14,7 +14,7 @@ TEST_ENV := DJANGO_SETTINGS_MODULE=config.settings.test DATABASE_URL=$(TEST_DATA
 PYTEST_ARGS ?=
 TYPED_PACKAGES := core notifications payments logistics maintenance config
 
-.PHONY: run test checks bench lint docs install install-dev services clean
+.PHONY: run test checks bench lint docs install install-dev services clean screenshots
 
 $(VENV)/bin/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || \
@@ -47,6 +47,7 @@ run: install
 ## make test: install dev requirements, start PostgreSQL and Redis if needed, then the checks and the whole suite
 test: install-dev
 	@CELERY_BROKER_URL=$(TEST_BROKER_URL) DATABASE_URL=$(TEST_DATABASE_URL) scripts/ensure_services.sh redis postgres
+	@scripts/ensure_browser.sh
 	$(MAKE) --no-print-directory checks
 	$(TEST_ENV) $(VENV)/bin/pytest $(PYTEST_ARGS)
 
@@ -61,6 +62,12 @@ checks: install-dev
 bench: install-dev
 	@CELERY_BROKER_URL=$(TEST_BROKER_URL) DATABASE_URL=$(TEST_DATABASE_URL) scripts/ensure_services.sh redis postgres
 	$(TEST_ENV) $(PY) -m tests.benchmarks
+
+## make screenshots: the browser tests (tests/browser) again, saving PNGs of the admin pages into docs/images/
+screenshots: install-dev
+	@CELERY_BROKER_URL=$(TEST_BROKER_URL) DATABASE_URL=$(TEST_DATABASE_URL) scripts/ensure_services.sh redis postgres
+	@scripts/ensure_browser.sh
+	$(TEST_ENV) BROWSER_SCREENSHOTS=docs/images $(VENV)/bin/pytest tests/browser -m browser -p no:cacheprovider $(PYTEST_ARGS)
 
 lint: checks
 
