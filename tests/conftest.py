@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -16,7 +17,9 @@ pytest_plugins = [
 def _assert_test_redis(url: str) -> None:
     # Guard against wiping a developer's Redis: the suite only flushes its own databases.
     db = int(url.rsplit("/", 1)[-1] or 0)
-    assert settings.SETTINGS_MODULE.endswith(".test") and db >= 2, f"refusing to flush {url}"
+    # The environment, not settings.SETTINGS_MODULE: an override (live_server's ALLOWED_HOSTS) hides the latter.
+    module = os.environ.get("DJANGO_SETTINGS_MODULE", "")
+    assert module.endswith(".test") and db >= 2, f"refusing to flush {url}"
 
 
 @pytest.fixture(autouse=True)
