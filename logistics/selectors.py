@@ -8,6 +8,7 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.db import connection
 from django.db.models import QuerySet
+from django.utils import timezone
 
 from logistics.models import EIC_GROUP, AssignmentOffer, Driver
 
@@ -29,7 +30,13 @@ def eic_users() -> QuerySet[Any]:
 
 
 def database_now() -> datetime:
-    """The database's clock, which every deadline is set and checked on (what `Now()` reads on PostgreSQL)."""
+    """The database's clock, which every deadline is set and checked on (what `Now()` reads).
+
+    PostgreSQL's is STATEMENT_TIMESTAMP(). SQLite (`make run`) has no such function: its `Now()`
+    is the host's UTC clock, the one this process reads, since the database is a local file.
+    """
+    if connection.vendor != "postgresql":
+        return timezone.now()
     with connection.cursor() as cursor:
         cursor.execute("SELECT STATEMENT_TIMESTAMP()")
         row = cursor.fetchone()
