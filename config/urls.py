@@ -2,8 +2,8 @@ from __future__ import annotations
 
 from django.contrib import admin
 from django.urls import URLPattern, URLResolver, include, path, re_path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from core.api_docs import SchemaApi, SwaggerUiApi
 from core.apis import api_not_found
 from core.metrics import metrics_view
 from core.views import health
@@ -14,8 +14,8 @@ api_v1: list[URLPattern | URLResolver] = [
     path("", include("core.urls")),
     path("", include(("notifications.urls", "notifications"), namespace="notifications")),
     path("", include(("payments.urls", "payments"), namespace="payments")),
-    path("schema/", SpectacularAPIView.as_view(), name="schema"),
-    path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="swagger-ui"),
+    path("schema/", SchemaApi.as_view(), name="schema"),
+    path("docs/", SwaggerUiApi.as_view(url_name="api:schema"), name="swagger-ui"),
 ]
 
 urlpatterns = [
