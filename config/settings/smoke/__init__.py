@@ -1,0 +1,1 @@
+"""Settings of the SQLite smoke suite (tests/smoke): `make run`'s configuration under test."""
