@@ -167,7 +167,8 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # drf-spectacular's AutoSchema, documenting the framework's own errors on every operation.
+    "DEFAULT_SCHEMA_CLASS": "core.openapi.ErrorDocumentingAutoSchema",
     "EXCEPTION_HANDLER": "core.apis.exception_handler",
 }
 SPECTACULAR_SETTINGS = {
@@ -177,6 +178,10 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAdminUser"],
     "COMPONENT_SPLIT_REQUEST": True,
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "core.openapi.nested_field_errors_hook",
+    ],
     "ENUM_NAME_OVERRIDES": {
         "AssignmentModeEnum": "logistics.models.StockRequest.AssignmentMode",
         "EscrowTransactionStatusEnum": "payments.models.escrow.EscrowTransaction.Status",

@@ -69,6 +69,9 @@ def _valid(serializer_class: type[Any], data: Any) -> dict[str, Any]:
 
 
 class EscrowTransactionListCreateApi(APIView):
+    # Declared for the schema (a paginated body, with limit and offset); get() paginates itself.
+    pagination_class = EscrowPagination
+
     @extend_schema(
         parameters=[
             OpenApiParameter("status", str, enum=EscrowTransaction.Status.values, description="Only this status")
@@ -222,6 +225,8 @@ class SellerVerificationApi(APIView):
 
 
 class SellerVerificationListApi(StaffAPIView):
+    pagination_class = EscrowPagination  # for the schema, as above
+
     @extend_schema(
         parameters=[OpenApiParameter("status", str, enum=SellerVerification.Status.values)],
         responses={200: VerificationSerializer(many=True)},
