@@ -24,6 +24,11 @@ SMOKE_SETTINGS = "config.settings.smoke.test"
 PERSONAS = ("staff", "eic", "driver", "customer", "buyer", "seller", "anonymous")
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # make run serves static files through WhiteNoise from STATIC_ROOT, which tests never collect.
+    config.addinivalue_line("filterwarnings", "ignore:No directory at:UserWarning")
+
+
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
     # The PostgreSQL run skips this folder (its tests need make run's SQLite settings); the
     # smoke run (make test's second pytest) collects it. os.environ, set by pytest-django
