@@ -12,6 +12,13 @@ TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 TEST_ENV := DJANGO_SETTINGS_MODULE=config.settings.test DATABASE_URL=$(TEST_DATABASE_URL) \
 	CELERY_BROKER_URL=$(TEST_BROKER_URL) REDIS_URL=$(TEST_REDIS_URL)
 PYTEST_ARGS ?=
+# The smoke suite (tests/smoke) runs `make run`'s configuration: local settings on SQLite
+# (in memory), with Redis databases of its own (config/settings/smoke/test.py says what differs).
+SMOKE_BROKER_URL ?= redis://127.0.0.1:6379/12
+SMOKE_REDIS_URL ?= redis://127.0.0.1:6379/13
+SMOKE_ENV := DJANGO_SETTINGS_MODULE=config.settings.smoke.test DATABASE_URL=sqlite:///:memory: \
+	CELERY_BROKER_URL=$(SMOKE_BROKER_URL) REDIS_URL=$(SMOKE_REDIS_URL)
+SMOKE_PYTEST_ARGS ?=
 TYPED_PACKAGES := core notifications payments logistics maintenance config
 
 .PHONY: run test checks bench lint docs install install-dev services clean screenshots
@@ -44,12 +51,13 @@ run: install
 	@echo "Starting web http://127.0.0.1:8000/admin/  API http://127.0.0.1:8000/api/v1/docs/  Flower http://127.0.0.1:5555/"
 	@$(PY) scripts/run.py start
 
-## make test: install dev requirements, start PostgreSQL and Redis if needed, then the checks and the whole suite
+## make test: install dev requirements, start PostgreSQL and Redis if needed, then the checks, the whole suite (PostgreSQL) and the SQLite smoke suite
 test: install-dev
 	@CELERY_BROKER_URL=$(TEST_BROKER_URL) DATABASE_URL=$(TEST_DATABASE_URL) scripts/ensure_services.sh redis postgres
 	@scripts/ensure_browser.sh
 	$(MAKE) --no-print-directory checks
 	$(TEST_ENV) $(VENV)/bin/pytest $(PYTEST_ARGS)
+	$(SMOKE_ENV) $(VENV)/bin/pytest tests/smoke -p no:cacheprovider $(SMOKE_PYTEST_ARGS)
 
 ## make checks: lint, format, import contracts (.importlinter) and strict mypy; part of make test
 checks: install-dev
