@@ -50,7 +50,7 @@ def test_a_dead_letter_retried_from_the_admin_is_delivered(
     )[0]
     wait_for(
         lambda: Notification.objects.filter(pk=row.pk, status="failed").exists(),
-        timeout=30,
+        timeout=60,
         message=f"the SMS to fail on Twilio's 401; worker log {worker.log}",
     )
 
@@ -69,7 +69,7 @@ def test_a_dead_letter_retried_from_the_admin_is_delivered(
     assert "1 notification queued again." in admin.messages()
     sent = wait_for(
         lambda: Notification.objects.filter(pk=row.pk, status="sent").first(),
-        timeout=30,
+        timeout=60,
         message=f"the retried SMS to be sent; worker log {worker.log}",
     )
     assert sent.provider_message_id == "SM42"
