@@ -308,6 +308,8 @@ def test_the_endpoint_answers_every_persona_without_a_server_error(
         assert status == call.status, where
     if persona in call.ok:
         assert 200 <= status < 300, where
+    elif persona == "anonymous" and call.status is None and not call.allow_503:
+        assert status == 401, where  # the contract: anonymous is 401 (shared/DESIGN.md, "Errors and bad input")
     if status >= 400 and call.json_errors:
         assert response["Content-Type"].startswith("application/json"), where
         if status != 503 or not call.allow_503:  # /health/'s 503 is its report
