@@ -30,6 +30,7 @@ from core.serializers import (
     TriggerDoneSerializer,
     TriggerInputSerializer,
 )
+from core.services.audit import audit_record
 
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
@@ -113,7 +114,7 @@ class JobResumeApi(StaffAPIView):
         summary="Resume a job paused after repeated failures",
     )
     def post(self, request: Request, key: str) -> Response:
-        if not SchedulerService.resume(key):
+        if not SchedulerService.resume(key, source="api", user_id=request.user.pk):
             raise Conflict(f"{key} is not paused.")
         return Response(JobStatusSerializer(SchedulerService.get_task_status(key)).data)
 
@@ -225,6 +226,9 @@ class TaskRevokeApi(StaffAPIView):
         current_app.control.revoke(task_id, terminate=terminate)
         # Without terminate a running task finishes; only a waiting one is closed now.
         jobrun_mark_revoked(task_id=task_id, running_too=terminate)
+        audit_record(
+            action="task.revoke", source="api", actor=request.user.pk, target=f"task:{task_id}", terminate=terminate
+        )
         return Response(TaskStatusSerializer(task_status_read(task_id)).data, status=status.HTTP_202_ACCEPTED)
 
 

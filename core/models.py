@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractUser
@@ -66,6 +67,10 @@ class JobRun(models.Model):
     slot = models.DateTimeField(null=True, blank=True)
     # A retry of a failed run (same job and parameters) points at the run it retries.
     retry_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="retries")
+    # What the running service reported (core.progress): units done of a total, written at most once a second.
+    progress_done = models.PositiveBigIntegerField(null=True, blank=True)
+    progress_total = models.PositiveBigIntegerField(null=True, blank=True)
+    progress_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-queued_at"]
@@ -78,6 +83,19 @@ class JobRun(models.Model):
 
     def __str__(self) -> str:
         return f"{self.job_key} {self.status} ({self.task_id})"
+
+    @property
+    def progress(self) -> dict[str, Any] | None:
+        """Done, total, percent and an estimate of the seconds left; None when the job reports none."""
+        from core.progress import progress_view
+
+        return progress_view(
+            done=self.progress_done,
+            total=self.progress_total,
+            status=self.status,
+            started_at=self.started_at,
+            finished=self.status in self.FINISHED,
+        )
 
 
 class JobState(models.Model):
@@ -154,12 +172,26 @@ class OutboxIntent(models.Model):
 
 
 class AuditLog(models.Model):
-    """Who did what to which object; swept by maintenance.cleanup_old_audit_logs."""
+    """An operator's action: who, what, on which object, from which entry point, before and after.
+
+    Written by core.services.audit; view-only in the admin; deleted only by the
+    audit_logs_cleanup job (maintenance.cleanup_old_audit_logs).
+    """
+
+    class Source(models.TextChoices):
+        ADMIN = "admin", "Admin"
+        API = "api", "REST API"
+        CLI = "cli", "manage.py"
+        SHELL = "shell", "Shell"
+        SETUP = "setup", "Setup (jobs setup)"
 
     actor = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
-    action = models.CharField(max_length=100)
+    # The actor's name when it was written: the entry outlives a deleted user.
+    actor_name = models.CharField(max_length=150, blank=True)
+    source = models.CharField(max_length=10, choices=Source.choices, default=Source.SHELL, db_index=True)
+    action = models.CharField(max_length=100, db_index=True)
     target = models.CharField(max_length=200, blank=True)
     data = models.JSONField(default=dict, blank=True, encoder=DjangoJSONEncoder)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)

@@ -25,6 +25,7 @@ from core.catalog import Crontab, Every, Job, JobCatalog
 from core.errors import Unavailable
 from core.models import JobRun, JobState
 from core.services import jobruns
+from core.services.audit import audit_record
 from core.services.outbox import BROKER_ERRORS, messages_publish
 from core.slots import dst_warnings, next_fire, period_seconds, preview, schedule_zone, slot_schedule
 from core.task_base import SOURCE_HEADER
@@ -173,13 +174,27 @@ class SchedulerService:
                     continue
                 existing = PeriodicTask.objects.select_for_update().filter(name=job.key).first()
                 if existing is None:
-                    PeriodicTask.objects.create(name=job.key, **_periodic_defaults(job))
+                    entry = PeriodicTask.objects.create(name=job.key, **_periodic_defaults(job))
                     created.append(job.key)
+                    audit_record(
+                        action="schedule.create",
+                        source="setup",
+                        target=f"schedule:{entry.pk} {job.key}",
+                        after={"schedule": describe_periodic_task(entry), "enabled": entry.enabled},
+                    )
                 elif reset:
+                    before = {"schedule": describe_periodic_task(existing), "enabled": existing.enabled}
                     for attr, value in _periodic_defaults(job).items():
                         setattr(existing, attr, value)
                     existing.save()
                     reset_keys.append(job.key)
+                    audit_record(
+                        action="schedule.reset",
+                        source="setup",
+                        target=f"schedule:{existing.pk} {job.key}",
+                        before=before,
+                        after={"schedule": describe_periodic_task(existing), "enabled": existing.enabled},
+                    )
                 else:
                     kept.append(job.key)
             if created or reset_keys:
@@ -193,10 +208,12 @@ class SchedulerService:
         sync: bool = False,
         source: str = "shell",
         user_id: int | None = None,
+        audit_action: str | None = "job.trigger",
     ) -> JobRun:
         """Validate `params`, then enqueue the job on its queue (or run it inline when `sync`).
 
-        Raises UnknownJob or InvalidJobParams before anything is recorded or sent.
+        Raises UnknownJob or InvalidJobParams before anything is recorded or sent. The
+        trigger is audited (core.AuditLog) as `audit_action`, unless None.
         """
         job = JobCatalog.get(key)
         kwargs = job.validate_params(params)
@@ -207,6 +224,17 @@ class SchedulerService:
         task = current_app.tasks[job.task]
         task_id = str(uuid.uuid4())
         run = jobruns.jobrun_create_queued(job=job, task_id=task_id, source=source, params=kwargs, user_id=user_id)
+        if audit_action and source != JobRun.Source.BEAT:
+            audit_record(
+                action=audit_action,
+                source=source,
+                actor=user_id,
+                target=f"job:{key}",
+                params=kwargs,
+                task_id=task_id,
+                job_run_id=str(run.pk),
+                inline=sync,
+            )
         headers = {SOURCE_HEADER: source}
         if sync:
             task.apply(kwargs=kwargs, task_id=task_id, headers=headers, throw=False)
@@ -305,13 +333,37 @@ class SchedulerService:
             raise NotFound(f"No job run {run_id}.") from None
         if previous.status not in (JobRun.Status.FAILED, JobRun.Status.REVOKED, JobRun.Status.LOST):
             raise Conflict(f"Run {run_id} is {previous.status}; only failed, lost or revoked runs are retried.")
-        run = SchedulerService.trigger_manual_update(previous.job_key, previous.params, source=source, user_id=user_id)
+        run = SchedulerService.trigger_manual_update(
+            previous.job_key, previous.params, source=source, user_id=user_id, audit_action=None
+        )
         JobRun.objects.filter(pk=run.pk).update(retry_of=previous)
+        audit_record(
+            action="job.retry",
+            source=source,
+            actor=user_id,
+            target=f"job:{previous.job_key}",
+            before={"job_run_id": str(previous.pk), "status": previous.status},
+            after={"job_run_id": str(run.pk), "task_id": run.task_id},
+            params=previous.params,
+        )
         run.retry_of = previous
         return run
 
     @staticmethod
-    def resume(key: str) -> bool:
+    def resume(key: str, *, source: str = "shell", user_id: int | None = None) -> bool:
         """Resume a job paused after repeated failures; False when it was not paused."""
         JobCatalog.get(key)
-        return jobruns.jobstate_resume(job_key=key)
+        state = JobState.objects.filter(job_key=key).only("paused_at", "pause_reason").first()
+        if not jobruns.jobstate_resume(job_key=key):
+            return False
+        audit_record(
+            action="job.resume",
+            source=source,
+            actor=user_id,
+            target=f"job:{key}",
+            before={
+                "paused_at": state.paused_at if state else None,
+                "pause_reason": state.pause_reason if state else "",
+            },
+        )
+        return True

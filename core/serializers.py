@@ -74,6 +74,15 @@ class JobDetailSerializer(JobStatusSerializer):
     preview = SchedulePreviewSerializer(allow_null=True, help_text="the next 10 fire times")
 
 
+class ProgressSerializer(serializers.Serializer[Any]):
+    done = serializers.IntegerField(help_text="Units of work done (rows, batches, seconds: the job's own unit).")
+    total = serializers.IntegerField(allow_null=True, help_text="Units in all, as counted when each phase started.")
+    percent = serializers.FloatField(allow_null=True)
+    eta_seconds = serializers.FloatField(
+        allow_null=True, help_text="Estimated seconds left, from the rate so far; null once finished."
+    )
+
+
 class JobRunSerializer(serializers.Serializer[Any]):
     id = serializers.UUIDField()
     job = serializers.CharField(source="job_key")
@@ -88,6 +97,11 @@ class JobRunSerializer(serializers.Serializer[Any]):
     started_at = serializers.DateTimeField(allow_null=True)
     finished_at = serializers.DateTimeField(allow_null=True)
     duration_ms = serializers.IntegerField(allow_null=True)
+    progress = ProgressSerializer(
+        allow_null=True,
+        read_only=True,
+        help_text="What a long job reported (updated at most once a second); null for jobs that report none.",
+    )
 
 
 class TriggerAcceptedSerializer(serializers.Serializer[Any]):

@@ -76,6 +76,7 @@ class JobAwareTask(Task[Any, Any]):
         )
 
     def _run_recorded(self, job: Any, task_id: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        from core import progress
         from core.leases import JobLease, RunAlive
         from core.models import JobRun
         from core.services import jobruns
@@ -104,7 +105,8 @@ class JobAwareTask(Task[Any, Any]):
                 acquired = lease.acquire()
                 if not acquired:
                     return jobruns.jobrun_mark_skipped(task_id=task_id, holder=lease.holder())
-            result = super().__call__(*args, **kwargs)
+            with progress.tracking(task_id):
+                result = super().__call__(*args, **kwargs)
             jobruns.jobrun_mark_succeeded(task_id=task_id, result=result)
             return result
         except Retry as exc:

@@ -34,5 +34,10 @@ def sleep(seconds: int = 5) -> dict[str, int]:
     """A job that only takes time: for trying the overlap guard and the trigger paths."""
     import time
 
-    time.sleep(seconds)
+    from core.progress import Progress
+
+    progress = Progress(total=seconds)
+    for _ in range(seconds):
+        time.sleep(1)
+        progress.advance()
     return {"slept_seconds": seconds}

@@ -7,18 +7,19 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.translation import ngettext
 
+from core.admin_audit import AuditedModelAdmin
 from logistics.models import AssignmentOffer, Driver, Station, StockRequest
 
 
 @admin.register(Station)
-class StationAdmin(admin.ModelAdmin[Station]):
+class StationAdmin(AuditedModelAdmin[Station]):
     list_display = ("code", "name", "kind", "created_at")
     list_filter = ("kind",)
     search_fields = ("code", "name")
 
 
 @admin.register(Driver)
-class DriverAdmin(admin.ModelAdmin[Driver]):
+class DriverAdmin(AuditedModelAdmin[Driver]):
     list_display = ("name", "phone", "user", "active", "created_at")
     list_filter = ("active",)
     search_fields = ("name", "phone", "user__username", "user__email")
@@ -54,7 +55,7 @@ class AssignmentOfferInline(admin.TabularInline[AssignmentOffer, StockRequest]):
 
 
 @admin.register(StockRequest)
-class StockRequestAdmin(admin.ModelAdmin[StockRequest]):
+class StockRequestAdmin(AuditedModelAdmin[StockRequest]):
     list_display = (
         "id",
         "station",
@@ -88,7 +89,7 @@ class StockRequestAdmin(admin.ModelAdmin[StockRequest]):
 
 
 @admin.register(AssignmentOffer)
-class AssignmentOfferAdmin(admin.ModelAdmin[AssignmentOffer]):
+class AssignmentOfferAdmin(AuditedModelAdmin[AssignmentOffer]):
     list_display = (
         "id",
         "stock_request",

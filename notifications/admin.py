@@ -7,19 +7,20 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.translation import ngettext
 
+from core.admin_audit import AuditedModelAdmin
 from notifications.models import DeadLetter, Notification, NotificationTemplate, PushDevice
 from notifications.services import notification_retry
 
 
 @admin.register(NotificationTemplate)
-class NotificationTemplateAdmin(admin.ModelAdmin[NotificationTemplate]):
+class NotificationTemplateAdmin(AuditedModelAdmin[NotificationTemplate]):
     list_display = ("key", "channel", "subject", "is_active", "updated_at")
     list_filter = ("channel", "is_active")
     search_fields = ("key", "subject", "body", "description")
 
 
 @admin.register(PushDevice)
-class PushDeviceAdmin(admin.ModelAdmin[PushDevice]):
+class PushDeviceAdmin(AuditedModelAdmin[PushDevice]):
     list_display = ("user", "platform", "active", "deactivated_reason", "created_at")
     list_filter = ("platform", "active")
     search_fields = ("user__username", "user__email", "token")
@@ -36,7 +37,7 @@ class PushDeviceAdmin(admin.ModelAdmin[PushDevice]):
 
 
 @admin.register(Notification)
-class NotificationAdmin(admin.ModelAdmin[Notification]):
+class NotificationAdmin(AuditedModelAdmin[Notification]):
     """The outbox; filter on status "Failed" for the dead-letter view and use the Retry action."""
 
     list_display = (
@@ -93,6 +94,8 @@ class NotificationAdmin(admin.ModelAdmin[Notification]):
 @admin.register(DeadLetter)
 class DeadLetterAdmin(NotificationAdmin):
     """Only `failed` rows: retries spent, a permanent provider error, or bad input."""
+
+    audit_prefix = "deadletter"  # its Retry action is audited as deadletter.retry
 
     def get_list_display(self, request: HttpRequest) -> tuple[str, ...]:
         return ("id", "template_key", "channel", "to_address_short", "attempts", "last_error", "updated_at")

@@ -10,6 +10,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.errors import Conflict, NotFound
+from core.services.audit import audit_record
 from notifications.models import Notification
 from notifications.services import notification_retry
 
@@ -53,4 +54,11 @@ class NotificationRetryApi(APIView):
         notification.refresh_from_db()
         if not result["retried"]:
             raise Conflict(f"Only failed notifications can be retried; this one is {notification.status}.")
+        audit_record(
+            action="deadletter.retry",
+            source="api",
+            actor=request.user.pk,
+            target=f"notifications.notification:{notification.pk}",
+            ids=[notification.pk],
+        )
         return Response(NotificationOutputSerializer(notification).data, status=status.HTTP_202_ACCEPTED)

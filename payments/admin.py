@@ -8,6 +8,7 @@ from django.http import HttpRequest
 from django.utils.translation import ngettext
 
 import payments.admin_escrow  # noqa: F401  (registers the escrow models' admin)
+from core.admin_audit import AuditedModelAdmin
 from payments.admin_pricing import ProductPricingMixin  # also registers the pricing models' admin
 from payments.models import (
     Cart,
@@ -25,7 +26,7 @@ from payments.models import (
 
 
 @admin.register(Product)
-class ProductAdmin(ProductPricingMixin, admin.ModelAdmin[Product]):
+class ProductAdmin(ProductPricingMixin, AuditedModelAdmin[Product]):
     list_display = ("sku", "name", "price", "currency", "stock", "updated_at")
     list_filter = ("currency",)
     search_fields = ("sku", "name")
@@ -58,7 +59,7 @@ class PaymentTransactionInline(admin.TabularInline[PaymentTransaction, Order]):
 
 
 @admin.register(Order)
-class OrderAdmin(admin.ModelAdmin[Order]):
+class OrderAdmin(AuditedModelAdmin[Order]):
     list_display = ("id", "customer", "status", "payment_status", "total", "currency", "created_at", "cancelled_at")
     list_filter = ("status", "payment_status", "currency", "cancel_reason")
     search_fields = ("id", "customer__username", "customer__email")
@@ -105,7 +106,7 @@ class OrderAdmin(admin.ModelAdmin[Order]):
 _M = TypeVar("_M", bound=Model)
 
 
-class ReadOnlyAdmin(admin.ModelAdmin[_M]):
+class ReadOnlyAdmin(AuditedModelAdmin[_M]):
     """View only: these rows are written by the services, which keep stock and money consistent."""
 
     def has_add_permission(self, request: HttpRequest) -> bool:
@@ -151,7 +152,7 @@ class PaymentTransactionAdmin(ReadOnlyAdmin[PaymentTransaction]):
 
 
 @admin.register(ExchangeRate)
-class ExchangeRateAdmin(admin.ModelAdmin[ExchangeRate]):
+class ExchangeRateAdmin(AuditedModelAdmin[ExchangeRate]):
     list_display = ("as_of", "base", "quote", "rate", "source", "fetched_at")
     list_filter = ("base", "quote", "source", "as_of")
     search_fields = ("base", "quote")
@@ -162,7 +163,7 @@ class ExchangeRateAdmin(admin.ModelAdmin[ExchangeRate]):
 
 
 @admin.register(Plan)
-class PlanAdmin(admin.ModelAdmin[Plan]):
+class PlanAdmin(AuditedModelAdmin[Plan]):
     list_display = ("name", "product", "quantity", "price", "currency", "interval", "interval_days", "is_active")
     list_filter = ("is_active", "interval", "currency")
     search_fields = ("name", "product__sku", "product__name")
@@ -195,7 +196,7 @@ class SubscriptionChargeInline(admin.TabularInline[SubscriptionCharge, Subscript
 
 
 @admin.register(Subscription)
-class SubscriptionAdmin(admin.ModelAdmin[Subscription]):
+class SubscriptionAdmin(AuditedModelAdmin[Subscription]):
     list_display = (
         "id",
         "user",
@@ -313,7 +314,7 @@ class CartItemInline(admin.TabularInline[CartItem, Cart]):
 
 
 @admin.register(Cart)
-class CartAdmin(admin.ModelAdmin[Cart]):
+class CartAdmin(AuditedModelAdmin[Cart]):
     list_display = ("id", "user", "item_count", "created_at", "updated_at")
     date_hierarchy = "updated_at"
     search_fields = ("user__username", "user__email")
@@ -331,7 +332,7 @@ class CartAdmin(admin.ModelAdmin[Cart]):
 
 
 @admin.register(CartItem)
-class CartItemAdmin(admin.ModelAdmin[CartItem]):
+class CartItemAdmin(AuditedModelAdmin[CartItem]):
     list_display = ("cart", "product", "quantity", "added_at")
     search_fields = ("cart__user__username", "product__sku", "product__name")
     raw_id_fields = ("cart", "product")

@@ -14,6 +14,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.translation import ngettext
 
+from core.admin_audit import AuditedModelAdmin
 from core.errors import AppError, admin_message
 from payments.models import EscrowFunding, EscrowTransaction, Milestone, MilestoneEvidence, SellerVerification
 from payments.services.escrow_verification import verifications_review
@@ -50,7 +51,7 @@ class EscrowFundingInline(_ViewOnly, admin.TabularInline[EscrowFunding, EscrowTr
 
 
 @admin.register(EscrowTransaction)
-class EscrowTransactionAdmin(admin.ModelAdmin[EscrowTransaction]):
+class EscrowTransactionAdmin(AuditedModelAdmin[EscrowTransaction]):
     list_display = ("id", "title", "buyer", "seller", "amount", "currency", "status", "created_at", "funded_at")
     list_filter = ("status", "currency")
     search_fields = ("=id", "title", "buyer__username", "buyer__email", "seller__username", "seller__email")
@@ -92,7 +93,7 @@ class EvidenceInline(_ViewOnly, admin.TabularInline[MilestoneEvidence, Milestone
 
 
 @admin.register(Milestone)
-class MilestoneAdmin(_ViewOnly, admin.ModelAdmin[Milestone]):
+class MilestoneAdmin(_ViewOnly, AuditedModelAdmin[Milestone]):
     list_display = ("id", "transaction", "position", "title", "amount", "status", "due_date", "submitted_at")
     list_filter = ("status",)
     search_fields = ("title", "transaction__title", "=transaction__id")
@@ -104,7 +105,7 @@ class MilestoneAdmin(_ViewOnly, admin.ModelAdmin[Milestone]):
 
 
 @admin.register(MilestoneEvidence)
-class MilestoneEvidenceAdmin(_ViewOnly, admin.ModelAdmin[MilestoneEvidence]):
+class MilestoneEvidenceAdmin(_ViewOnly, AuditedModelAdmin[MilestoneEvidence]):
     list_display = ("id", "milestone", "original_name", "status", "content_type", "size", "created_at", "processed_at")
     list_filter = ("status", "content_type")
     search_fields = ("original_name", "sha256", "=milestone__id")
@@ -115,7 +116,7 @@ class MilestoneEvidenceAdmin(_ViewOnly, admin.ModelAdmin[MilestoneEvidence]):
 
 
 @admin.register(EscrowFunding)
-class EscrowFundingAdmin(_ViewOnly, admin.ModelAdmin[EscrowFunding]):
+class EscrowFundingAdmin(_ViewOnly, AuditedModelAdmin[EscrowFunding]):
     list_display = ("idempotency_key", "transaction", "amount", "currency", "status", "needs_refund", "created_at")
     list_filter = ("status", "needs_refund", "gateway")
     search_fields = ("idempotency_key", "gateway_reference", "=transaction__id")
@@ -126,7 +127,7 @@ class EscrowFundingAdmin(_ViewOnly, admin.ModelAdmin[EscrowFunding]):
 
 
 @admin.register(SellerVerification)
-class SellerVerificationAdmin(admin.ModelAdmin[SellerVerification]):
+class SellerVerificationAdmin(AuditedModelAdmin[SellerVerification]):
     list_display = ("user", "status", "submitted_at", "reviewer", "reviewed_at")
     list_filter = ("status",)
     search_fields = ("user__username", "user__email")

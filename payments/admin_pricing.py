@@ -16,6 +16,7 @@ from django.template.loader import render_to_string
 from django.utils import timezone
 from django.utils.safestring import SafeString
 
+from core.admin_audit import AuditedModelAdmin
 from payments.models import Batch, Discount, DiscountPolicy, PriceSnapshot, Product
 from payments.models.pricing import SLOT_HOURS, money_text
 
@@ -79,7 +80,7 @@ class DiscountPolicyForm(forms.ModelForm[DiscountPolicy]):
 
 
 @admin.register(DiscountPolicy)
-class DiscountPolicyAdmin(admin.ModelAdmin[DiscountPolicy]):
+class DiscountPolicyAdmin(AuditedModelAdmin[DiscountPolicy]):
     form = DiscountPolicyForm
     list_display = ("name", "is_default", "product", "tiers_summary", "max_percentage", "min_margin_percentage")
     list_filter = ("is_default",)
@@ -96,7 +97,7 @@ class DiscountPolicyAdmin(admin.ModelAdmin[DiscountPolicy]):
 
 
 @admin.register(Batch)
-class BatchAdmin(admin.ModelAdmin[Batch]):
+class BatchAdmin(AuditedModelAdmin[Batch]):
     list_display = (
         "lot_code",
         "product",
@@ -140,7 +141,7 @@ class BatchAdmin(admin.ModelAdmin[Batch]):
         return f"{percentage} % off: {price} (tier <= {getattr(obj, 'discount_tier', '?')} days)"
 
 
-class ReadOnlyPricingAdmin(admin.ModelAdmin[Any]):
+class ReadOnlyPricingAdmin(AuditedModelAdmin[Any]):
     """Written by the jobs only: viewing is all an operator may do here."""
 
     def has_add_permission(self, request: HttpRequest) -> bool:

@@ -25,6 +25,11 @@ def order_get(*, order_id: uuid.UUID | str) -> Order | None:
     return Order.objects.filter(pk=pk).first()
 
 
+def orders_expired_count(*, cutoff: datetime) -> int:
+    """How many unpaid orders were created before `cutoff` (the sweep's progress total)."""
+    return Order.objects.filter(status=Order.Status.PENDING_PAYMENT, created_at__lt=cutoff).count()
+
+
 def orders_expired_page(
     *, cutoff: datetime, after: tuple[datetime, uuid.UUID] | None, limit: int
 ) -> list[tuple[datetime, uuid.UUID]]:

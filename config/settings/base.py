@@ -221,11 +221,13 @@ SUBSCRIPTION_MAX_FAILED_DAYS = env_int("SUBSCRIPTION_MAX_FAILED_DAYS", 3, minimu
 CART_EXPIRY_DAYS = env_int("CART_EXPIRY_DAYS", 30, minimum=1, maximum=3650)
 # Beat is reported down when its heartbeat job has not run for this long.
 BEAT_HEARTBEAT_MAX_AGE_SECONDS = env_int("BEAT_HEARTBEAT_MAX_AGE_SECONDS", 120, minimum=1)
-# The beat leader's lease (core.beat): a standby takes over within this plus one second of the
-# leader dying. The leader renews it every second, so keep it at 2 or more.
 # /metrics (core.metrics) answers only with one of these: a bearer token, or user:password.
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 METRICS_BASIC_AUTH = env.str("METRICS_BASIC_AUTH", default="")
+# Where the admin links a run to its task in Flower (empty: no link).
+FLOWER_URL = env.str("FLOWER_URL", default="http://127.0.0.1:5555")
+# The beat leader's lease (core.beat): a standby takes over within this plus one second of the
+# leader dying. The leader renews it every second, so keep it at 2 or more.
 BEAT_LEADER_TTL_SECONDS = env_int("BEAT_LEADER_TTL_SECONDS", 3, minimum=2, maximum=60)
 # /health/ is computed at most this often (seconds); 0 computes it on every request.
 HEALTH_CACHE_SECONDS = env_int("HEALTH_CACHE_SECONDS", 5)

@@ -11,6 +11,8 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models, transaction
 from django.db.models import Field, JSONField, Model, QuerySet
 
+from core.progress import Progress
+
 _M = TypeVar("_M", bound=Model)
 
 # 5,000 primary keys per DELETE keeps each statement well under a second on
@@ -25,11 +27,16 @@ def delete_in_chunks(queryset: QuerySet[Model], *, chunk_size: int = DELETE_CHUN
     """
     deleted = 0
     model = queryset.model
+    progress: Progress | None = None
     while True:
         ids = list(queryset.values_list("pk", flat=True)[:chunk_size])
+        if progress is None:
+            # Counted only when there is more than one chunk: a small sweep costs no extra query.
+            progress = Progress(total=len(ids) if len(ids) < chunk_size else queryset.count())
         if not ids:
             return deleted
         deleted += model._default_manager.filter(pk__in=ids).delete()[0]
+        progress.advance(len(ids))
 
 
 def update_rows(model: type[_M], objs: Sequence[_M], fields: Sequence[str], *, where: Mapping[str, Any]) -> int:

@@ -42,6 +42,7 @@ from core.broker import Message, new_task_id
 from core.catalog import queue_for_task
 from core.errors import Unavailable
 from core.models import OutboxIntent
+from core.progress import Progress
 from core.services.bulk import delete_in_chunks
 from core.task_base import OUTBOX_HEADER
 from core.transactions import on_commit_robust
@@ -257,18 +258,19 @@ def outbox_relay(*, chunk_size: int = CHUNK_SIZE, max_chunks: int = RELAY_MAX_CH
     """
     published = chunks = 0
     after = 0
+    unpublished = OutboxIntent.objects.filter(published_at__isnull=True)
+    progress: Progress | None = None
     while chunks < max_chunks:
         chunks += 1
-        page = list(
-            _due(OutboxIntent.objects.filter(published_at__isnull=True, pk__gt=after))
-            .order_by("pk")
-            .values_list("pk", flat=True)[:chunk_size]
-        )
+        page = list(_due(unpublished.filter(pk__gt=after)).order_by("pk").values_list("pk", flat=True)[:chunk_size])
+        if progress is None:  # a backlog of more than one chunk is counted; the usual run costs no query
+            progress = Progress(total=len(page) if len(page) < chunk_size else _due(unpublished).count())
         if not page:
             break
         after = page[-1]
         count, error = _publish_claimed(OutboxIntent.objects.filter(pk__in=page), limit=chunk_size)
         published += count
+        progress.advance(len(page))
         if error is not None:
             raise Unavailable(f"Could not reach the broker; {len(page)} intents wait for the next run: {error}")
         if len(page) < chunk_size:

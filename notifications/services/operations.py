@@ -23,6 +23,7 @@ from django.db.models.functions import Cast, Concat
 from django.utils import timezone
 
 from core.models import OutboxIntent
+from core.progress import Progress
 from notifications.models import Notification
 from notifications.services.outbox import REDELIVER_TASK, deliveries_record, delivery_key
 
@@ -104,6 +105,7 @@ def notifications_recover_stuck(*, older_than_seconds: int | None = None) -> dic
     )
     broker = _BrokerView()
     requeued_pending = requeued_sending = failed_poison = held_back = 0
+    progress = Progress(total=len(candidates))
     for start in range(0, len(candidates), RECOVERY_CHUNK_SIZE):
         chunk = candidates[start : start + RECOVERY_CHUNK_SIZE]
         with transaction.atomic():
@@ -133,6 +135,7 @@ def notifications_recover_stuck(*, older_than_seconds: int | None = None) -> dic
                 [(r[0], r[3], now, None) for r in sending] + [(r[0], r[3], now, r[5]) for r in pending],
                 task=REDELIVER_TASK,
             )
+        progress.advance(len(chunk))
     return {
         "threshold_seconds": threshold,
         "candidates": len(candidates),

@@ -15,6 +15,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from core.errors import Invalid, NotFound
+from core.progress import Progress
 from payments.models import Cart, CartItem, Product
 
 MIN_DAYS_OLD = 1
@@ -127,6 +128,7 @@ def carts_delete_expired(*, days_old: int | None = None, chunk_size: int = CLEAN
     days = days_old_check(settings.CART_EXPIRY_DAYS if days_old is None else days_old)
     cutoff = timezone.now() - timedelta(days=days)
     carts = items = chunks = 0
+    progress = Progress(total=Cart.objects.filter(updated_at__lt=cutoff).count())
     while True:
         with transaction.atomic():
             ids = list(
@@ -140,6 +142,7 @@ def carts_delete_expired(*, days_old: int | None = None, chunk_size: int = CLEAN
             items += CartItem.objects.filter(cart_id__in=ids).delete()[0]
             carts += Cart.objects.filter(pk__in=ids).delete()[0]
             chunks += 1
+        progress.advance(len(ids))
     return {
         "days_old": days,
         "cutoff": cutoff.isoformat(),

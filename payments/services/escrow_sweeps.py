@@ -25,11 +25,12 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, Q, QuerySet, Sum
+from django.db.models import Count, Max, Q, QuerySet, Sum
 from django.utils import timezone
 
 from core.errors import Invalid
 from core.models import User
+from core.progress import Progress
 from notifications.models import Channel
 from notifications.services import NotifyRequest, notify_many
 from payments.models import EscrowTransaction, Milestone
@@ -87,6 +88,8 @@ def escrow_daily_summaries_send(*, chunk_size: int = CHUNK_SIZE) -> dict[str, An
     day = timezone.localdate(now)
     summary: dict[str, Any] = {"date": day.isoformat(), "users": 0, "notifications_written": 0, "chunks": 0}
     after = 0
+    # Progress in user ids: the pages are key ranges, and counting the parties would cost a scan.
+    progress = Progress(total=User.objects.aggregate(last=Max("id"))["last"] or 0)
     while page := escrow_parties_page(after=after, limit=chunk_size):
         first, last = after, page[-1]
         after = last
@@ -95,6 +98,8 @@ def escrow_daily_summaries_send(*, chunk_size: int = CHUNK_SIZE) -> dict[str, An
             summary["notifications_written"] += notify_many(requests)
         summary["users"] += len(page)
         summary["chunks"] += 1
+        progress.advance(last - first)
+    progress.advance(max(progress.total - progress.done, 0))
     return summary
 
 
@@ -178,6 +183,7 @@ def escrow_funding_reminders_send(
     }
     after: tuple[datetime, int] | None = None
     unfunded = EscrowTransaction.objects.filter(status=Status.CREATED, created_at__lt=cutoff)
+    progress = Progress(total=unfunded.count())
     while True:
         page_query = unfunded
         if after is not None:
@@ -216,6 +222,7 @@ def escrow_funding_reminders_send(
         summary["transactions"] += len(chunk)
         summary["skipped"] += len(page) - len(chunk)
         summary["chunks"] += 1
+        progress.advance(len(page))
     return summary
 
 
@@ -251,6 +258,7 @@ def escrow_overdue_milestones_notify(
         transaction__funded_at__lt=cutoff,
     )
     after = 0
+    progress = Progress(total=overdue.count())
     while page := list(overdue.filter(pk__gt=after).order_by("pk").values_list("pk", flat=True)[:chunk_size]):
         after = page[-1]
         with transaction.atomic():
@@ -272,6 +280,7 @@ def escrow_overdue_milestones_notify(
         summary["milestones"] += len(chunk)
         summary["skipped"] += len(page) - len(chunk)
         summary["chunks"] += 1
+        progress.advance(len(page))
     return summary
 
 

@@ -22,6 +22,7 @@ from django.db.models import F, Prefetch, QuerySet, Sum
 from django.utils import timezone
 
 from core.errors import Conflict, Invalid, NotFound
+from core.progress import Progress
 from core.services.outbox import outbox_add
 from notifications.models import Channel
 from notifications.services import NotifyRequest, notify, notify_many, summary_of
@@ -371,6 +372,7 @@ def orders_cancel_expired(*, older_than_days: int | None = None, chunk_size: int
         "chunks": 0,
     }
     after = None
+    progress = Progress(total=selectors.orders_expired_count(cutoff=cutoff))
     while True:
         page = selectors.orders_expired_page(cutoff=cutoff, after=after, limit=chunk_size)
         if not page:
@@ -384,6 +386,7 @@ def orders_cancel_expired(*, older_than_days: int | None = None, chunk_size: int
         summary["transactions_cancelled"] += chunk.transactions_cancelled
         # Locked by another worker or a payment, or paid since the page was read.
         summary["orders_skipped"] += len(page) - len(chunk.cancelled_ids)
+        progress.advance(len(page))
     return summary
 
 

@@ -24,10 +24,11 @@ from decimal import Decimal
 from typing import Any
 
 from django.db import connection, transaction
-from django.db.models import OuterRef, Q, QuerySet, Subquery
+from django.db.models import Max, OuterRef, Q, QuerySet, Subquery
 from django.utils import timezone
 
 from core.errors import Invalid, NotFound
+from core.progress import Progress
 from payments.models import Batch, Discount, DiscountPolicy, PriceSnapshot, Product
 from payments.models.pricing import (
     CURRENCY_MINOR_UNITS,
@@ -176,13 +177,17 @@ def discounts_recompute(
         summary["discounts_unchanged"] = plan.unchanged
         summary["batches_without_discount"] = plan.no_tier
         after = plan.first_dirty - 1
+        # Progress in batch ids: the chunks cover the span of the rows that may need a write.
+        progress = Progress(total=plan.last_dirty - after if plan.dirty else 0)
         while plan.dirty and after < plan.last_dirty:
             end = _recompute_range_end(window=window, active=active, after=after, size=chunk_size)
             last = plan.last_dirty if end is None else min(end, plan.last_dirty)
             _add(summary, _recompute_chunk_sql(params={**params, "after": after, "last": last}))
+            progress.advance(last - after)
             after = last
     else:
         start = 0
+        progress = Progress(total=window.aggregate(last=Max("id"))["last"] or 0)
         while (stop := _recompute_range_end(window=window, active=active, after=start, size=chunk_size)) is not None:
             _add(
                 summary,
@@ -193,6 +198,7 @@ def discounts_recompute(
                     default=default,
                 ),
             )
+            progress.advance(stop - start)
             start = stop
         # Past the window's last batch nothing is in the window: end what is active there.
         leftover = active.filter(Q(batch__isnull=True) | Q(batch_id__gt=start))
@@ -584,6 +590,7 @@ def _discounts_end(candidates: QuerySet[Discount], *, now: datetime, chunk_size:
     each discount once between them.
     """
     ended = 0
+    progress: Progress | None = None
     while True:
         with transaction.atomic():
             ids = list(
@@ -591,11 +598,16 @@ def _discounts_end(candidates: QuerySet[Discount], *, now: datetime, chunk_size:
                 .select_for_update(skip_locked=True, of=("self",))
                 .values_list("pk", flat=True)[:chunk_size]
             )
-            if not ids:
-                return ended
-            ended += Discount.objects.filter(pk__in=ids, status=Discount.Status.ACTIVE).update(
-                status=Discount.Status.EXPIRED, ended_at=now, updated_at=now
-            )
+            if ids:
+                ended += Discount.objects.filter(pk__in=ids, status=Discount.Status.ACTIVE).update(
+                    status=Discount.Status.EXPIRED, ended_at=now, updated_at=now
+                )
+        if progress is None:  # counted only when there is more than one chunk
+            rest = candidates.filter(status=Discount.Status.ACTIVE).count() if len(ids) == chunk_size else 0
+            progress = Progress(total=len(ids) + rest)
+        if not ids:
+            return ended
+        progress.advance(len(ids))
 
 
 def discounts_expire_stale(*, chunk_size: int = EXPIRE_CHUNK_SIZE) -> dict[str, int]:
@@ -645,6 +657,7 @@ def price_history_snapshot(*, at: datetime | None = None, chunk_size: int = SNAP
     ops = connection.ops
     summary: dict[str, Any] = {"slot": slot.isoformat(), "batches": 0, "snapshots_created": 0, "chunks": 0}
     after = 0
+    progress = Progress(total=active.count())
     while (last := _chunk_last_id(active, after=after, size=chunk_size)) is not None:
         params = {
             "slot": ops.adapt_datetimefield_value(slot),
@@ -658,6 +671,7 @@ def price_history_snapshot(*, at: datetime | None = None, chunk_size: int = SNAP
             summary["snapshots_created"] += max(cursor.rowcount, 0)
         summary["chunks"] += 1
         after = last
+        progress.advance(min(chunk_size, progress.total - progress.done))
     summary["batches"] = active.count()
     return summary
 

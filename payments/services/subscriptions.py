@@ -34,6 +34,7 @@ from django.db.models import Case, Exists, F, OuterRef, Q, QuerySet, Value, When
 from django.utils import timezone
 
 from core.errors import Invalid
+from core.progress import Progress
 from core.services.outbox import Intent, outbox_add_many
 from notifications.models import Channel
 from notifications.services import NotifyRequest, notify, notify_many
@@ -152,6 +153,7 @@ def subscriptions_queue_due(*, today: date | None = None, chunk_size: int = FAN_
         "chunks": 0,
     }
     after: tuple[date, int] | None = None
+    progress = Progress(total=_active_by_date(first=None, last=run_date, after=None).count())
     while page := _due_page(last=run_date, after=after, limit=chunk_size):
         after = (page[-1][0], page[-1][1])
         intents = [
@@ -173,6 +175,7 @@ def subscriptions_queue_due(*, today: date | None = None, chunk_size: int = FAN_
         summary["queued"] += len(fresh) - delivering
         summary["already_charged"] += delivering
         summary["already_queued"] += len(page) - len(fresh)
+        progress.advance(len(page))
         if len(page) < chunk_size:
             break
     return summary
@@ -586,6 +589,7 @@ def subscriptions_remind_renewals(
     last = (moment + timedelta(hours=24)).date()
     summary: dict[str, Any] = {"charge_date": first.isoformat(), "due": 0, "reminded": 0, "already_reminded": 0}
     after: tuple[date, int] | None = None
+    progress = Progress(total=_reminder_candidates(Subscription.objects.all(), first, last).count())
     while page := _active_by_date_page(first=first, last=last, after=after, limit=chunk_size):
         after = page[-1]
         with transaction.atomic():
@@ -617,6 +621,7 @@ def subscriptions_remind_renewals(
         summary["due"] += len(page)
         summary["reminded"] += len(fresh)
         summary["already_reminded"] += len(subs) - len(fresh)
+        progress.advance(len(page))
         if len(page) < chunk_size:
             break
     return summary

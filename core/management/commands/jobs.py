@@ -1,16 +1,19 @@
-"""python manage.py jobs list|status|run KEY [--param k=v] [--sync]|setup [--reset]"""
+"""python manage.py jobs list|status|run KEY [--param k=v] [--sync|--wait]|resume KEY|setup [--reset]"""
 
 from __future__ import annotations
 
 import json
+import time
 from argparse import ArgumentParser
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, OutputWrapper
 
+from core import progress
 from core.beat import beat_leader_text
 from core.catalog import Job, JobCatalog
 from core.errors import AppError, command_error
+from core.models import JobRun
 from core.scheduler import SchedulerService
 
 
@@ -60,6 +63,42 @@ def catalog_markdown(jobs: list[Job]) -> str:
     return "\n".join(lines)
 
 
+WAIT_POLL_SECONDS = 0.5
+
+
+class ProgressBar:
+    """`done / total` on one redrawn line in a terminal; plain lines (at most one a second) otherwise."""
+
+    WIDTH = 30
+
+    def __init__(self, stream: OutputWrapper) -> None:
+        self.stream = stream
+        self.tty = stream.isatty()
+        self.shown: tuple[int, int | None] | None = None
+        self.last = 0.0
+
+    def update(self, done: int, total: int | None) -> None:
+        now = time.monotonic()
+        finished = total is not None and done >= total
+        if (done, total) == self.shown or (now - self.last < (0.1 if self.tty else 1.0) and not finished):
+            return
+        self.shown, self.last = (done, total), now
+        if total:
+            filled = int(self.WIDTH * done / total)
+            text = f"[{'#' * filled}{'.' * (self.WIDTH - filled)}] {100 * done / total:5.1f}% {done}/{total}"
+        else:
+            text = f"{done} done" if total is None else "nothing to do"
+        if self.tty:
+            self.stream.write(f"\r{text}", ending="")
+            self.stream.flush()
+        else:
+            self.stream.write(f"progress {text}")
+
+    def end(self) -> None:
+        if self.tty and self.shown is not None:
+            self.stream.write("")
+
+
 class Command(BaseCommand):
     help = "List, inspect, run and set up the catalog jobs."
 
@@ -73,7 +112,12 @@ class Command(BaseCommand):
         run = sub.add_parser("run", help="run a job now")
         run.add_argument("key")
         run.add_argument("--param", action="append", default=[], metavar="NAME=VALUE")
-        run.add_argument("--sync", action="store_true", help="run inline and print the summary")
+        how = run.add_mutually_exclusive_group()
+        how.add_argument("--sync", action="store_true", help="run inline, with a progress bar, and print the summary")
+        how.add_argument("--wait", action="store_true", help="queue it, follow its progress, and print the summary")
+        run.add_argument(
+            "--timeout", type=float, default=3600, metavar="SECONDS", help="how long --wait follows the run"
+        )
         resume = sub.add_parser("resume", help="resume a job paused after repeated failures")
         resume.add_argument("key")
         setup = sub.add_parser("setup", help="create the missing default beat entries")
@@ -141,22 +185,48 @@ class Command(BaseCommand):
 
     def _resume(self, options: dict[str, Any]) -> None:
         key = options["key"]
-        if not SchedulerService.resume(key):
+        if not SchedulerService.resume(key, source="cli"):
             raise CommandError(f"{key} is not paused.", returncode=2)
         self.stdout.write(self.style.SUCCESS(f"{key} resumed: beat sends it from its next slot."))
 
     def _run(self, options: dict[str, Any]) -> None:
         params = _parse_params(options["param"])
-        run = SchedulerService.trigger_manual_update(options["key"], params, sync=options["sync"], source="cli")
-        if not options["sync"]:
-            self.stdout.write(f"Queued {run.job_key}: task {run.task_id} (job run {run.id}).")
+        bar = ProgressBar(self.stdout)
+        if options["sync"]:
+            with progress.listening(bar.update):
+                run = SchedulerService.trigger_manual_update(options["key"], params, sync=True, source="cli")
+            bar.end()
+            self._outcome(run)
+            return
+        run = SchedulerService.trigger_manual_update(options["key"], params, source="cli")
+        self.stdout.write(f"Queued {run.job_key}: task {run.task_id} (job run {run.id}).")
+        if not options["wait"]:
             self.stdout.write(f"Follow it: python manage.py jobs status {run.job_key}")
             return
+        deadline = time.monotonic() + options["timeout"]
+        while run.status not in JobRun.FINISHED:
+            if time.monotonic() > deadline:
+                bar.end()
+                raise CommandError(
+                    f"{run.job_key} is still {run.status} after {options['timeout']:g} s; it goes on "
+                    f"(follow it: python manage.py jobs status {run.job_key}).",
+                    returncode=3,
+                )
+            time.sleep(WAIT_POLL_SECONDS)
+            run.refresh_from_db()
+            if run.progress_done is not None or run.progress_total is not None:
+                bar.update(run.progress_done or 0, run.progress_total)
+        if run.status == JobRun.Status.SUCCEEDED and run.progress_total is not None:
+            bar.update(run.progress_total, run.progress_total)
+        bar.end()
+        self._outcome(run)
+
+    def _outcome(self, run: JobRun) -> None:
         self.stdout.write(f"{run.job_key} {run.status} in {run.duration_ms} ms")
         if run.summary is not None:
             self.stdout.write(json.dumps(run.summary, indent=2, default=str))
-        if run.status == "failed":
-            raise CommandError(f"{run.job_key} failed: {run.error}", returncode=1)
+        if run.status in (JobRun.Status.FAILED, JobRun.Status.LOST, JobRun.Status.REVOKED):
+            raise CommandError(f"{run.job_key} {run.status}: {run.error}", returncode=1)
 
     def _setup(self, options: dict[str, Any]) -> None:
         result = SchedulerService.setup_default_tasks(reset=options["reset"])
