@@ -21,7 +21,7 @@ SMOKE_ENV := DJANGO_SETTINGS_MODULE=config.settings.smoke.test DATABASE_URL=sqli
 SMOKE_PYTEST_ARGS ?=
 TYPED_PACKAGES := core notifications payments logistics maintenance config
 
-.PHONY: run test checks bench lint docs install install-dev services clean screenshots
+.PHONY: run test checks bench faults lint docs install install-dev services clean screenshots
 
 $(VENV)/bin/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || \
@@ -76,6 +76,11 @@ screenshots: install-dev
 	@CELERY_BROKER_URL=$(TEST_BROKER_URL) DATABASE_URL=$(TEST_DATABASE_URL) scripts/ensure_services.sh redis postgres
 	@scripts/ensure_browser.sh
 	$(TEST_ENV) BROWSER_SCREENSHOTS=docs/images $(VENV)/bin/pytest tests/browser -m browser -p no:cacheprovider $(PYTEST_ARGS)
+
+## make faults: the fault-injection harness, about 300 trials (15-20 min); writes docs/reliability.md
+faults: install-dev
+	@CELERY_BROKER_URL=$(TEST_BROKER_URL) DATABASE_URL=$(TEST_DATABASE_URL) scripts/ensure_services.sh redis postgres
+	DATABASE_URL=$(TEST_DATABASE_URL) $(PY) -m tests.faults
 
 lint: checks
 
