@@ -289,3 +289,40 @@ def reset() -> None:
     """Forget cached task options and clients (tests that change the broker or the registry)."""
     _direct_options.cache_clear()
     _local.__dict__.clear()
+
+
+HELD_SCAN_LIMIT = 10_000
+
+
+def held_task_ids(queues: Sequence[str], *, limit: int = HELD_SCAN_LIMIT) -> set[str] | None:
+    """The ids of the tasks the broker holds for `queues`: waiting on them, or reserved by a worker.
+
+    Reserved means kombu's `unacked` hash (acks-late and ETA messages a worker holds; it is
+    shared by every queue of the broker). None when that cannot be known: a broker other
+    than Redis, or a queue longer than `limit` (reading it whole would cost more than the
+    answer is worth). Callers treat None as "maybe on its way", never as lost.
+    """
+    if not _broker_is_redis():
+        return None
+    client = redis.Redis.from_url(str(settings.CELERY_BROKER_URL), socket_timeout=10)
+    try:
+        if any(int(client.llen(queue)) > limit for queue in queues):
+            return None
+        ids = set()
+        for queue in queues:
+            ids |= _task_ids(client.lrange(queue, 0, -1), enveloped=False)
+        return ids | _task_ids(client.hvals("unacked"), enveloped=True)
+    finally:
+        client.close()
+
+
+def _task_ids(raws: Sequence[bytes | str], *, enveloped: bool) -> set[str]:
+    """The task ids in raw Redis-transport messages (in `unacked`, each is [message, exchange, routing key])."""
+    ids = set()
+    for raw in raws:
+        try:
+            message = json.loads(raw)
+            ids.add(str((message[0] if enveloped else message)["headers"]["id"]))
+        except (ValueError, KeyError, IndexError, TypeError):
+            continue
+    return ids

@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
-from typing import Any
 
 from django.conf import settings
 from django.utils import timezone
 
+from core.broker import held_task_ids
 from core.catalog import JobCatalog, UnknownJob
 from core.leases import RUN_ALIVE_SECONDS, lease_release_for, run_alive_key
 from core.models import JobRun
@@ -31,8 +31,6 @@ from core.services.jobruns import jobruns_mark_lost
 logger = logging.getLogger(__name__)
 
 QUEUED_GRACE_SECONDS = 600
-# A queue longer than this is not read through; its queued runs are assumed to be waiting.
-SCAN_LIMIT = 10_000
 BATCH = 500
 
 
@@ -86,30 +84,15 @@ def _close_queued_without_message() -> int:
         ).values_list("task_id", "job_key", "queued_at")[:BATCH]
         if (now - queued_at).total_seconds() > _expiry_seconds(key)
     ]
-    if not candidates or not settings.CELERY_BROKER_URL.startswith("redis"):
+    if not candidates:
         return 0
-    on_broker = _broker_task_ids()
+    on_broker = held_task_ids(settings.JOB_QUEUES)
     if on_broker is None:
         return 0
-    gone = [task_id for task_id, _ in candidates if task_id.encode() not in on_broker]
+    gone = [task_id for task_id, _ in candidates if task_id not in on_broker]
     closed = jobruns_mark_lost(
         task_ids=gone,
         reason="lost: its message is on no queue and held by no worker (the broker lost it)",
         statuses=(JobRun.Status.QUEUED,),
     )
     return len(closed)
-
-
-def _broker_task_ids() -> bytes | None:
-    """Every queued and reserved message of the job queues as one blob to search, or None when too long."""
-    import redis as redis_lib
-
-    broker: Any = redis_lib.Redis.from_url(settings.CELERY_BROKER_URL, socket_timeout=5)
-    lengths = [int(broker.llen(q)) for q in settings.JOB_QUEUES]
-    if max(lengths, default=0) > SCAN_LIMIT:
-        return None
-    parts: list[bytes] = []
-    for queue in settings.JOB_QUEUES:
-        parts.extend(broker.lrange(queue, 0, SCAN_LIMIT))
-    parts.extend(broker.hvals("unacked"))
-    return b"\n".join(parts)

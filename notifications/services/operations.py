@@ -10,7 +10,6 @@ wait behind a backlog of old ones.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from datetime import timedelta
@@ -22,6 +21,7 @@ from django.db.models import CharField, F, Q, Value
 from django.db.models.functions import Cast, Concat
 from django.utils import timezone
 
+from core.broker import held_task_ids
 from core.models import OutboxIntent
 from core.progress import Progress
 from notifications.models import Notification
@@ -190,31 +190,8 @@ class _BrokerView:
         if self._read:
             return
         self._read = True
-        url = str(settings.CELERY_BROKER_URL)
-        if not url.startswith(("redis://", "rediss://")):
-            self.overflow = True  # unknown: never guess a message lost
-            return
-        import redis
-
-        client = redis.Redis.from_url(url, socket_timeout=10)
-        try:
-            for queue in self.QUEUES:
-                if client.llen(queue) > RECOVERY_SCAN_LIMIT:
-                    self.overflow = True
-                    return
-                self.present.update(_task_ids(client.lrange(queue, 0, -1), enveloped=False))
-            self.present.update(_task_ids(client.hvals("unacked"), enveloped=True))
-        finally:
-            client.close()
-
-
-def _task_ids(raws: Sequence[bytes | str], *, enveloped: bool) -> set[str]:
-    """The task ids in raw Redis-transport messages (in `unacked`, each is [message, exchange, routing key])."""
-    ids = set()
-    for raw in raws:
-        try:
-            message = json.loads(raw)
-            ids.add(str((message[0] if enveloped else message)["headers"]["id"]))
-        except (ValueError, KeyError, IndexError, TypeError):
-            continue
-    return ids
+        held = held_task_ids(self.QUEUES, limit=RECOVERY_SCAN_LIMIT)
+        if held is None:
+            self.overflow = True  # unknown (another broker, or a long queue): never guess a message lost
+        else:
+            self.present = held
