@@ -66,15 +66,15 @@ def test_a_job_run_from_the_form_shows_its_progress_until_100_percent(
     worker = start_worker(queues="default")
     admin = signed_in
 
-    # When the operator runs sleep for 6 seconds from the catalog's "Run now" form
+    # When the operator runs sleep for 8 seconds from the catalog's "Run now" form
     _open_sleep_form(admin)
-    _submit_parameters(admin, "6")
+    _submit_parameters(admin, "8")
 
     # Then they land on the run's page
     match = RUN_PAGE.match(admin.path)
     assert match, admin.path
     run = JobRun.objects.get(pk=match["pk"])
-    assert (run.job_key, run.params, run.source, run.triggered_by_id) == ("sleep", {"seconds": 6}, "admin", operator.pk)
+    assert (run.job_key, run.params, run.source, run.triggered_by_id) == ("sleep", {"seconds": 8}, "admin", operator.pk)
     assert run.task_id in admin.find("#run-flower-link").get_attribute("href")
 
     # And, as the page reloads itself, the bar moves through the seconds slept and ends at 100 %
@@ -90,7 +90,7 @@ def test_a_job_run_from_the_form_shows_its_progress_until_100_percent(
         return value == 100
 
     admin.wait_until(finished, timeout=40, message=f"the run's progress to reach 100 %; worker log {worker.log}")
-    assert admin.text("#run-progress-text").startswith("100% (6 / 6)"), seen
+    assert admin.text("#run-progress-text").startswith("100% (8 / 8)"), seen
     assert any(0 < value < 100 for value, _ in seen), f"no progress seen between 0 and 100 %: {seen}"
     assert [value for value, _ in seen] == sorted(value for value, _ in seen), seen
     run.refresh_from_db()
