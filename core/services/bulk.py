@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -72,7 +71,7 @@ def update_rows(model: type[_M], objs: Sequence[_M], fields: Sequence[str], *, w
         f"WHERE t.{quote(pk.column)} = v.{quote(pk.column)}{guards}"
     )
     with connection.cursor() as cursor:
-        cursor.execute(sql, [json.dumps(values, cls=DjangoJSONEncoder), *guard_values])
+        cursor.execute(sql, [_json_document(values), *guard_values])
         return int(cursor.rowcount)
 
 
@@ -108,14 +107,21 @@ def insert_rows(model: type[_M], objs: Sequence[_M], *, returning: Sequence[str]
         f"ON CONFLICT DO NOTHING RETURNING {back}"
     )
     with connection.cursor() as cursor:
-        # orjson keeps microseconds (DjangoJSONEncoder cuts times to milliseconds) and is several
-        # times faster; what it does not know (Decimal, lazy strings) goes through DjangoJSONEncoder.
-        document = orjson.dumps(values, default=_DJANGO_JSON.default, option=orjson.OPT_NON_STR_KEYS)
-        cursor.execute(sql, [document.decode()])
+        cursor.execute(sql, [_json_document(values)])
         return [tuple(r) for r in cursor.fetchall()]
 
 
 _DJANGO_JSON = DjangoJSONEncoder()
+
+
+def _json_document(values: list[dict[str, Any]]) -> str:
+    """The rows as the one JSON parameter of `jsonb_to_recordset`.
+
+    orjson keeps microseconds (DjangoJSONEncoder cuts times to milliseconds, which would
+    shift every timestamp written) and is several times faster; what it does not know
+    (Decimal, lazy strings) goes through DjangoJSONEncoder.
+    """
+    return orjson.dumps(values, default=_DJANGO_JSON.default, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
 _PLAIN = (
