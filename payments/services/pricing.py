@@ -147,8 +147,12 @@ def discounts_recompute(
     days = days_threshold_check(days_threshold)
     if engine is None:
         engine = "sql" if connection.vendor == "postgresql" else "python"
-    if engine not in ("sql", "python") or (engine == "sql" and connection.vendor != "postgresql"):
-        raise Invalid({"engine": [f"Unknown or unsupported here: {engine!r} on {connection.vendor}."]})
+    if engine not in ("sql", "python"):
+        raise Invalid({"engine": [f"Unknown engine {engine!r}: use 'sql' or 'python'."]})
+    if engine == "sql" and connection.vendor != "postgresql":
+        raise Invalid(
+            {"engine": [f"The 'sql' engine needs PostgreSQL; this database is {connection.vendor} (use 'python')."]}
+        )
     now = timezone.now()
     today = timezone.localdate(now)
     horizon = today + timedelta(days=days)
