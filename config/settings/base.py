@@ -92,6 +92,8 @@ LOGIN_URL = "admin:login"
 # ------------------------------------------------------------------------------
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Before anything reads the body: a request over the size limit gets 413 unread.
+    "core.limits.RequestBodyLimitMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -156,6 +158,31 @@ CACHES = {
     }
 }
 
+
+# THROTTLES (docs/security.md)
+# ------------------------------------------------------------------------------
+def throttle_rate(name: str, default: str) -> str:
+    """A DRF rate ("60/min"), checked at start: DRF would only fail on the first throttled request."""
+    import re
+
+    value: str = env.str(name, default=default)
+    if not re.fullmatch(r"[1-9][0-9]*/(s|sec|second|m|min|minute|h|hour|d|day)", value):
+        raise ImproperlyConfigured(f"{name} must look like 60/min (per s, min, hour or day), got {value!r}")
+    return value
+
+
+# Throttle counters live in the default cache (Redis, shared by every web process). The
+# anonymous endpoints (a product's price, the payment webhook) are throttled per client IP.
+# The price throttles default to their classes' own rates (payments/apis/pricing.py: 60/min
+# anonymous, 600/min signed in); the environment may set others.
+API_THROTTLE_RATES = {"webhook": throttle_rate("API_THROTTLE_WEBHOOK_RATE", "600/min")}
+for _scope, _name in (("pricing_anon", "API_THROTTLE_ANON_RATE"), ("pricing_user", "API_THROTTLE_USER_RATE")):
+    if env.str(_name, default=""):
+        API_THROTTLE_RATES[_scope] = throttle_rate(_name, "")
+# The client IP a throttle counts by is REMOTE_ADDR, unless this many proxies in front of us
+# append to X-Forwarded-For (DRF's default, None, would trust a client's own header).
+API_NUM_PROXIES = env_int("API_NUM_PROXIES", 0, maximum=10)
+
 # REST FRAMEWORK
 # ------------------------------------------------------------------------------
 REST_FRAMEWORK = {
@@ -170,6 +197,8 @@ REST_FRAMEWORK = {
     # drf-spectacular's AutoSchema, documenting the framework's own errors on every operation.
     "DEFAULT_SCHEMA_CLASS": "core.openapi.ErrorDocumentingAutoSchema",
     "EXCEPTION_HANDLER": "core.apis.exception_handler",
+    "DEFAULT_THROTTLE_RATES": API_THROTTLE_RATES,
+    "NUM_PROXIES": API_NUM_PROXIES,
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Marketplace jobs API",
@@ -251,6 +280,20 @@ OUTBOX_MAX_PUBLISHES = env_int("OUTBOX_MAX_PUBLISHES", 5, minimum=1)
 ESCROW_FUNDING_REMINDER_DAYS = env_int("ESCROW_FUNDING_REMINDER_DAYS", 7, minimum=1, maximum=365)
 ESCROW_OVERDUE_MILESTONE_DAYS = env_int("ESCROW_OVERDUE_MILESTONE_DAYS", 14, minimum=1, maximum=365)
 ESCROW_EVIDENCE_MAX_BYTES = env_int("ESCROW_EVIDENCE_MAX_BYTES", 10 * 1024 * 1024, minimum=1)
+
+# REQUEST BODY LIMITS (core.limits, docs/security.md)
+# ------------------------------------------------------------------------------
+# A body over these sizes is refused with 413 before it is read; DRF's JSON parser would
+# otherwise read past Django's DATA_UPLOAD_MAX_MEMORY_SIZE. Uploads (multipart: milestone
+# evidence, up to 5 files of ESCROW_EVIDENCE_MAX_BYTES) have their own, larger limit.
+REQUEST_BODY_MAX_BYTES = env_int("REQUEST_BODY_MAX_BYTES", 1024 * 1024, minimum=1024)
+REQUEST_UPLOAD_MAX_BYTES = env_int(
+    "REQUEST_UPLOAD_MAX_BYTES", 5 * ESCROW_EVIDENCE_MAX_BYTES + REQUEST_BODY_MAX_BYTES, minimum=1024
+)
+DATA_UPLOAD_MAX_MEMORY_SIZE = REQUEST_BODY_MAX_BYTES
+DATA_UPLOAD_MAX_NUMBER_FIELDS = 200
+DATA_UPLOAD_MAX_NUMBER_FILES = 10
+
 
 from config.settings.celery import *  # noqa: E402,F403
 from config.settings.notifications import *  # noqa: E402,F403

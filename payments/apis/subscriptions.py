@@ -14,6 +14,7 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_sche
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
 from core.errors import Invalid
@@ -27,6 +28,10 @@ class RazorpayWebhookApi(APIView):
     # The signature is the authentication: no session (so no CSRF), no token.
     authentication_classes = []
     permission_classes = [AllowAny]
+    # Per client IP at REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]["webhook"]: the gateway sends
+    # from a few addresses; anyone else posting unsigned bodies is slowed down.
+    throttle_classes = [ScopedRateThrottle]
+    throttle_scope = "webhook"
 
     @extend_schema(
         request=OpenApiTypes.OBJECT,
@@ -38,6 +43,7 @@ class RazorpayWebhookApi(APIView):
         responses={
             200: WebhookOutcomeSerializer,
             400: OpenApiResponse(ErrorSerializer, description="Missing or bad signature: nothing changed"),
+            429: OpenApiResponse(ErrorSerializer, description="Too many requests from this address"),
         },
         summary="Razorpay payment events (payment.captured, payment.failed) for subscription charges",
     )
