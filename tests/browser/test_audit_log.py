@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from django.core.management import call_command
 from django_celery_beat.models import IntervalSchedule
@@ -67,10 +69,32 @@ def test_operator_actions_are_listed_in_the_audit_log_and_filterable(
     assert any("sleep" in r for r in admin_rows), admin_rows
     admin.shot("audit-log")
 
-    # And the source filter narrows it to the manage.py entry
+    # And the source filter narrows the list to the manage.py entry, the actor filter to the operator's three
     admin.click_and_wait(admin.driver.find_element("xpath", "//*[@id='changelist-filter']//a[text()='manage.py']"))
     rows = [r.text for r in admin.find_all("#result_list tbody tr")]
     assert len(rows) == 1 and "sleep" in rows[0], rows
+    admin.open("/admin/core/auditlog/")
+    admin.click_and_wait(admin.driver.find_element("xpath", "//*[@id='changelist-filter']//a[text()='operator']"))
+    rows = [r.text for r in admin.find_all("#result_list tbody tr")]
+    assert len(rows) == 3 and all("Admin" in r for r in rows), rows
+
+
+def test_a_schedule_edits_audit_entry_shows_the_interval_before_and_after(signed_in: AdminBrowser) -> None:
+    # Given beat_heartbeat every 30 s and a 4 s interval on offer
+    SchedulerService.setup_default_tasks()
+    IntervalSchedule.objects.get_or_create(every=4, period=IntervalSchedule.SECONDS)
+    admin = signed_in
+    # When the operator changes its interval in the admin
+    admin.open("/admin/django_celery_beat/periodictask/")
+    admin.click_and_wait(admin.driver.find_element("link text", "beat_heartbeat"))
+    admin.select("interval", "every 4 seconds")
+    admin.click_and_wait(admin.find("input[name=_save]"))
+    # Then the audit entry of the edit reads as the schedules, before and after, not as row ids
+    admin.open("/admin/core/auditlog/?action=schedule.change")
+    admin.click_and_wait(admin.row("beat_heartbeat", "#result_list tbody tr").find_element("css selector", "th a"))
+    data = json.loads(admin.text(".field-data .readonly"))
+    assert "every 4 seconds" in json.dumps(data["after"]["interval"]), data
+    assert "every 30 seconds" in json.dumps(data["before"]["interval"]), data
 
 
 def test_an_audit_entry_cannot_be_added_changed_or_deleted_from_the_admin(
