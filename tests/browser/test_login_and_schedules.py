@@ -27,6 +27,12 @@ def test_an_operator_signs_in_to_the_admin_and_a_wrong_password_is_refused(admin
     assert admin.path.startswith("/admin/login/")
     assert "Please enter the correct username and password" in admin.text(".errornote")
 
+    # And a customer's right password does not open the admin either: it is for staff
+    User.objects.create_user(username="customer", password="pw-customer-1")
+    admin.login("customer", "pw-customer-1")
+    assert admin.path.startswith("/admin/login/")
+    assert "for a staff account" in admin.text(".errornote")
+
     # When they type the right one
     admin.login(operator.username, OPERATOR_PASSWORD)
     # Then they land on the admin's index, signed in, with the job pages listed
