@@ -9,7 +9,8 @@ from __future__ import annotations
 from tests.security.web_load import run_load, web_process
 
 REQUESTS = 1000
-# About 10 x the p99 measured on a quiet machine (docs/performance.md, "Web process under load").
+# More than 10 x the p99 measured at 10,000 requests (docs/performance.md, "Web process under load"):
+# several suites share two cores.
 P99_BOUND_SECONDS = 2.0
 
 

@@ -1,8 +1,8 @@
 """A bounded load generator against `make run`'s web process, on loopback only.
 
-The web process is the Procfile's `web` line (Django's runserver), on a spare port, on a
-fresh SQLite database, started here and ended by its PID (its process group: runserver's
-autoreloader runs the server as a child). A thread pool sends a fixed mix of requests as
+The web process is the Procfile's `web` line (Django's runserver, without its autoreloader),
+on a spare port, on a fresh SQLite database, started here and ended by its PID (its process
+group). A thread pool sends a fixed mix of requests as
 the personas would (anonymous price lookups, carts read and written, escrow lists, a
 driver's offers, staff's job list, a bad webhook signature, unknown ids), each on a
 keep-alive session, and records each answer's status and latency.
@@ -75,12 +75,16 @@ def free_port() -> int:
 
 
 def procfile_web_command(port: int) -> list[str]:
-    """The Procfile's `web` line, listening on `port` instead of 8000."""
+    """The Procfile's `web` line, listening on `port` instead of 8000, without the autoreloader.
+
+    runserver restarts itself when any source file changes; in a tree others edit while the
+    load runs, a restart would drop the connections in flight and count as lost requests.
+    """
     for line in (ROOT / "Procfile").read_text().splitlines():
         name, _, command = line.partition(":")
         if name.strip() == "web":
-            argv = shlex.split(command)
-            return [a.replace(f"{HOST}:8000", f"{HOST}:{port}") for a in argv]
+            argv = [a.replace(f"{HOST}:8000", f"{HOST}:{port}") for a in shlex.split(command)]
+            return [*argv, "--noreload"] if "runserver" in argv else argv
     raise RuntimeError("the Procfile has no web line")
 
 
@@ -132,7 +136,7 @@ def web_process(extra_env: dict[str, str] | None = None, startup_timeout: float 
             _wait_until_serving(url, process, startup_timeout, Path(tmp) / "web.log")
             yield Server(url=url, seed=seed, process=process)
         finally:
-            # Our own process group (start_new_session): runserver and its autoreloader child.
+            # Our own process group (start_new_session): the server and anything it started.
             os.killpg(process.pid, signal.SIGTERM)
             try:
                 process.wait(timeout=15)
