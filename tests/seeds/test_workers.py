@@ -103,10 +103,12 @@ def test_seed_000_payments_worker_and_the_manual_triggers_from_a_python_heredoc(
     assert wrapper.returncode == 0, wrapper.stderr
     assert re.search(r"^Trigger timeouts: .+", wrapper.stdout, re.M) and "Trigger exchange: " in wrapper.stdout
     wait_for(
-        lambda: JobRun.objects.filter(job_key="exchange_rates", status="succeeded").exists(),
-        timeout=30,
+        lambda: JobRun.objects.filter(job_key="exchange_rates", status__in=JobRun.FINISHED).exists(),
+        timeout=60,
         message=f"the exchange-rate run; log {worker.log}",
     )
+    rates = JobRun.objects.get(job_key="exchange_rates")
+    assert rates.status == "succeeded", (rates.status, rates.error, worker.output()[-3000:])
     assert JobRun.objects.filter(job_key="payment_timeouts", source="shell").count() >= 2
 
     # Inspect DB schedules (block 9), as written: one line per beat entry
