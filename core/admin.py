@@ -27,12 +27,26 @@ from core.errors import AppError, admin_message
 from core.forms import JobParamsForm
 from core.models import AuditLog, JobCatalogEntry, JobRun, OutboxIntent, User
 from core.scheduler import SchedulerService, schedule_preview
+from core.services.audit import audit_record
 
 
 @admin.register(User)
 class UserAdmin(AuditedModelAdmin[User], DjangoUserAdmin[User]):
     fieldsets = (*DjangoUserAdmin.fieldsets, ("Contact", {"fields": ("phone_number",)}))  # type: ignore[misc]
     list_display = ("username", "email", "phone_number", "is_staff", "is_active")
+
+    def user_change_password(self, request: HttpRequest, id: str, form_url: str = "") -> HttpResponse:
+        """Django saves the new password without save_model: audited here, never by value."""
+        response = super().user_change_password(request, id, form_url)
+        if request.method == "POST" and response.status_code == 302:
+            audit_record(
+                action="core.user.password_change",
+                source="admin",
+                actor=request.user.pk,
+                target=f"core.user:{id}",
+                after={"password": "(changed, not recorded)"},
+            )
+        return response
 
 
 @admin.register(JobRun)
@@ -215,6 +229,8 @@ class JobCatalogAdmin(AuditedModelAdmin[JobCatalogEntry]):
                 admin_message(request, exc)
             else:
                 messages.success(request, f"{key} queued as task {run.task_id}.")
+                if not request.user.has_perm("core.view_jobrun"):  # may run jobs, may not read runs
+                    return HttpResponseRedirect(reverse("admin:core_jobcatalogentry_changelist"))
                 return HttpResponseRedirect(reverse("admin:core_jobrun_change", args=[run.pk]))
         context = {
             **self.admin_site.each_context(request),
@@ -356,11 +372,13 @@ class OutboxIntentAdmin(AuditedModelAdmin[OutboxIntent]):
         return False
 
 
-def _audit_third_party(model: type[Any], prefix: str = "") -> None:
+def _audit_third_party(model: type[Any], prefix: str = "", **attrs: Any) -> None:
     """Re-register a third-party admin with the audit mixin: its edits are operator actions too."""
     current = type(admin.site.get_model_admin(model))
     admin.site.unregister(model)
-    audited = type(current.__name__, (AuditedModelAdmin, current), {"audit_prefix": prefix, "__module__": __name__})
+    audited = type(
+        current.__name__, (AuditedModelAdmin, current), {"audit_prefix": prefix, "__module__": __name__, **attrs}
+    )
     admin.site.register(model, audited)
 
 
@@ -371,7 +389,7 @@ for _model, _prefix in (
     (SolarSchedule, "schedule.solar"),
     (ClockedSchedule, "schedule.clocked"),
     (Group, ""),
-    (TokenProxy, ""),
     (GroupResult, ""),
 ):
     _audit_third_party(_model, _prefix)
+_audit_third_party(TokenProxy, audit_str=False)  # a token's str() is its key: a credential

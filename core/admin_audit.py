@@ -14,7 +14,7 @@ from typing import Any, ClassVar, TypeVar
 
 from django.contrib import admin
 from django.db.models import Model, QuerySet
-from django.forms import BaseModelFormSet, ModelForm
+from django.forms import BaseModelFormSet, ModelChoiceField, ModelForm, ModelMultipleChoiceField
 from django.http import HttpRequest
 
 from core.services.audit import audit_record
@@ -29,6 +29,16 @@ def _visible(name: str, value: Any) -> Any:
     return "(changed, not recorded)" if any(word in name for word in SECRET_WORDS) else value
 
 
+def _initial(form: ModelForm[Any], name: str) -> Any:
+    """A field's value before the edit, as `after` records it: a foreign key's row, not its bare pk."""
+    value = form.initial.get(name)
+    field = form.fields.get(name)
+    if isinstance(field, ModelMultipleChoiceField) or not isinstance(field, ModelChoiceField) or value is None:
+        return value
+    queryset = field.queryset
+    return (queryset.filter(pk=value).first() if queryset is not None else None) or value
+
+
 class AuditedModelAdmin(admin.ModelAdmin[_M]):
     # The action names' prefix ("schedule" → schedule.change); the model's label by default.
     audit_prefix: ClassVar[str] = ""
@@ -36,16 +46,19 @@ class AuditedModelAdmin(admin.ModelAdmin[_M]):
     audit_action_names: ClassVar[dict[str, str]] = {}
     # Actions audited elsewhere (delete_selected by delete_queryset, triggers by SchedulerService).
     audit_skip_actions: ClassVar[frozenset[str]] = frozenset({"delete_selected"})
+    # False where str(obj) is itself a secret (DRF's Token is its key): the target is the pk only.
+    audit_str: ClassVar[bool] = True
 
     def audit_action(self, what: str) -> str:
-        return f"{self.audit_prefix or self.opts.label_lower}.{what}"
+        """`what` under the prefix; a name with a dot (deadletter.retry) is used as it is."""
+        return what if "." in what else f"{self.audit_prefix or self.opts.label_lower}.{what}"
 
     def audit_target(self, obj: Model) -> str:
-        return f"{self.opts.label_lower}:{obj.pk} {obj}"
+        return f"{self.opts.label_lower}:{obj.pk}" + (f" {obj}" if self.audit_str else "")
 
     def save_model(self, request: HttpRequest, obj: _M, form: ModelForm[_M], change: bool) -> None:
         changed = list(form.changed_data)
-        before = {name: _visible(name, form.initial.get(name)) for name in changed} if change else None
+        before = {name: _visible(name, _initial(form, name)) for name in changed} if change else None
         super().save_model(request, obj, form, change)
         after = {name: _visible(name, form.cleaned_data.get(name)) for name in changed}
         audit_record(
@@ -107,14 +120,16 @@ class AuditedModelAdmin(admin.ModelAdmin[_M]):
 
         @functools.wraps(func)
         def run(modeladmin: Any, request: HttpRequest, queryset: QuerySet[Any]) -> Any:
-            ids = list(queryset.values_list("pk", flat=True)[:MAX_IDS])
+            ids = list(queryset.values_list("pk", flat=True)[: MAX_IDS + 1])
+            count = len(ids) if len(ids) <= MAX_IDS else queryset.count()  # "select all" of many rows
             response = func(modeladmin, request, queryset)
             audit_record(
                 action=action,
                 source="admin",
                 actor=request.user.pk,
-                target=f"{label}: {len(ids)} selected",
-                ids=ids,
+                target=f"{label}: {count} selected",
+                ids=ids[:MAX_IDS],
+                count=count,
             )
             return response
 

@@ -24,6 +24,17 @@ if TYPE_CHECKING:
 FieldErrors = dict[str, list[str]]
 
 
+def _reasons(reasons: object) -> list[str]:
+    """A field's reasons as text. DRF gives a list field's errors per item: {1: ["A valid integer is required."]}."""
+    if isinstance(reasons, str):
+        return [reasons]
+    if isinstance(reasons, Mapping):
+        return [f"item {index}: {text}" for index, inner in reasons.items() for text in _reasons(inner)]
+    if isinstance(reasons, Sequence):
+        return [text for r in reasons for text in _reasons(r)]
+    return [str(reasons)]
+
+
 class AppError(Exception):
     """Base of every error a caller is meant to read. Never raised itself."""
 
@@ -34,10 +45,7 @@ class AppError(Exception):
 
     def __init__(self, detail: str | None = None, *, errors: Mapping[str, Sequence[str] | str] | None = None) -> None:
         self.detail = detail or self.default_detail
-        self.errors: FieldErrors = {
-            name: [reasons] if isinstance(reasons, str) else [str(r) for r in reasons]
-            for name, reasons in (errors or {}).items()
-        }
+        self.errors: FieldErrors = {name: _reasons(reasons) for name, reasons in (errors or {}).items()}
         super().__init__(self.detail)
 
     def as_body(self) -> dict[str, object]:

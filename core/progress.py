@@ -18,9 +18,9 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -35,13 +35,15 @@ Listener = Callable[[int, int | None], None]
 
 
 @dataclass
-class _Tracker:
+class Tracker:
     task_id: str
     listener: Listener | None = None
     done: int = 0
     total: int | None = None
     written: tuple[int, int | None] | None = None
-    last_write: float = 0.0
+    # Counted from the start: a run shorter than the interval writes nothing until it ends,
+    # when its outcome UPDATE carries the last value (core.services.jobruns._finish).
+    last_write: float = field(default_factory=lambda: time.monotonic())
     # The transactions open when the run started (a test's, or a caller's around an inline run):
     # deeper than that is the service's own chunk transaction, which a write must not join.
     depth: int = 0
@@ -53,8 +55,12 @@ class _Tracker:
         if self.listener is not None:
             self.listener(done, total)
         now = time.monotonic()
-        if self.written is None or now - self.last_write >= WRITE_INTERVAL_SECONDS:
+        if now - self.last_write >= WRITE_INTERVAL_SECONDS:
             self.flush(now=now)
+
+    def values(self) -> tuple[int, int | None] | None:
+        """The last report, or None when the run reported nothing."""
+        return (self.done, self.total) if self.reported else None
 
     def flush(self, *, now: float | None = None) -> None:
         if self.written == (self.done, self.total) or (self.written is None and not self.reported):
@@ -64,9 +70,12 @@ class _Tracker:
         from core.models import JobRun
 
         try:
-            JobRun.objects.filter(task_id=self.task_id).update(
-                progress_done=self.done, progress_total=self.total, progress_at=timezone.now()
-            )
+            # In a savepoint when the run itself is inside a transaction (an inline run in a
+            # caller's): a failed write must not break the caller's transaction.
+            with transaction.atomic() if self.depth else nullcontext():
+                JobRun.objects.filter(task_id=self.task_id).update(
+                    progress_done=self.done, progress_total=self.total, progress_at=timezone.now()
+                )
         except DatabaseError:  # progress is advisory: the job's own work must not fail on it
             logger.warning("could not record progress of run %s", self.task_id, exc_info=True)
             return
@@ -91,21 +100,26 @@ def _clamped(done: int, total: int | None) -> tuple[int, int | None]:
     return done, total
 
 
-_current: ContextVar[_Tracker | None] = ContextVar("job_progress", default=None)
+_current: ContextVar[Tracker | None] = ContextVar("job_progress", default=None)
 # A listener registered for the next run started in this context (manage.py jobs run --sync).
 _listener: ContextVar[Listener | None] = ContextVar("job_progress_listener", default=None)
 
 
 @contextmanager
-def tracking(task_id: str) -> Iterator[None]:
-    """Around one recorded run (core.task_base): reports inside go to this run."""
-    tracker = _Tracker(task_id=task_id, listener=_listener.get(), depth=_depth())
+def tracking(task_id: str, *, write_at_end: bool = True) -> Iterator[Tracker]:
+    """Around one recorded run: reports inside go to this run.
+
+    The task base (core.task_base) passes `write_at_end=False` and hands the last value
+    to the run's outcome UPDATE instead, so the end costs no statement of its own.
+    """
+    tracker = Tracker(task_id=task_id, listener=_listener.get(), depth=_depth())
     token = _current.set(tracker)
     try:
-        yield
+        yield tracker
     finally:
         _current.reset(token)
-        tracker.flush()
+        if write_at_end:
+            tracker.flush()
 
 
 @contextmanager
@@ -133,6 +147,8 @@ class Progress:
     """
 
     def __init__(self, total: int) -> None:
+        if total < 0:
+            logger.warning("progress phase total %s is negative; counted as 0", total)
         self.done = 0
         self.total = max(total, 0)
         tracker = _current.get()
@@ -155,8 +171,8 @@ def progress_view(
     if done is None and total is None:
         return None
     done = done or 0
-    if finished and status == "succeeded" and total is not None:
-        done = total  # a run that succeeded did all its work, whatever came due meanwhile
+    # What was reported, also once finished: a bounded sweep that stopped at its chunk limit
+    # (a backlog left for the next run) shows how far it got, not 100%.
     percent = round(100 * done / total, 1) if total else (100.0 if total == 0 else None)
     eta: float | None = None
     if not finished and total and done and started_at is not None:

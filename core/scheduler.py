@@ -209,6 +209,7 @@ class SchedulerService:
         source: str = "shell",
         user_id: int | None = None,
         audit_action: str | None = "job.trigger",
+        audit_data: dict[str, Any] | None = None,
     ) -> JobRun:
         """Validate `params`, then enqueue the job on its queue (or run it inline when `sync`).
 
@@ -234,6 +235,7 @@ class SchedulerService:
                 task_id=task_id,
                 job_run_id=str(run.pk),
                 inline=sync,
+                **(audit_data or {}),
             )
         headers = {SOURCE_HEADER: source}
         if sync:
@@ -333,19 +335,16 @@ class SchedulerService:
             raise NotFound(f"No job run {run_id}.") from None
         if previous.status not in (JobRun.Status.FAILED, JobRun.Status.REVOKED, JobRun.Status.LOST):
             raise Conflict(f"Run {run_id} is {previous.status}; only failed, lost or revoked runs are retried.")
+        # Audited where a trigger is, before its message is sent: a retry the broker refused is on record too.
         run = SchedulerService.trigger_manual_update(
-            previous.job_key, previous.params, source=source, user_id=user_id, audit_action=None
+            previous.job_key,
+            previous.params,
+            source=source,
+            user_id=user_id,
+            audit_action="job.retry",
+            audit_data={"before": {"job_run_id": str(previous.pk), "status": previous.status}},
         )
         JobRun.objects.filter(pk=run.pk).update(retry_of=previous)
-        audit_record(
-            action="job.retry",
-            source=source,
-            actor=user_id,
-            target=f"job:{previous.job_key}",
-            before={"job_run_id": str(previous.pk), "status": previous.status},
-            after={"job_run_id": str(run.pk), "task_id": run.task_id},
-            params=previous.params,
-        )
         run.retry_of = previous
         return run
 

@@ -100,20 +100,22 @@ class JobAwareTask(Task[Any, Any]):
         acquired = False
         alive = RunAlive(task_id)
         alive.start()
+        tracker: progress.Tracker | None = None
         try:
             if lease is not None:
                 acquired = lease.acquire()
                 if not acquired:
                     return jobruns.jobrun_mark_skipped(task_id=task_id, holder=lease.holder())
-            with progress.tracking(task_id):
+            with progress.tracking(task_id, write_at_end=False) as tracker:
                 result = super().__call__(*args, **kwargs)
-            jobruns.jobrun_mark_succeeded(task_id=task_id, result=result)
+            jobruns.jobrun_mark_succeeded(task_id=task_id, result=result, progress=tracker.values())
             return result
         except Retry as exc:
             jobruns.jobrun_mark_retrying(task_id=task_id, reason=str(exc.exc or exc))
             raise
         except BaseException as exc:
-            jobruns.jobrun_mark_failed(task_id=task_id, exc=exc)
+            reported = tracker.values() if tracker is not None else None
+            jobruns.jobrun_mark_failed(task_id=task_id, exc=exc, progress=reported)
             raise
         finally:
             alive.stop()

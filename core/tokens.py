@@ -11,6 +11,7 @@ from __future__ import annotations
 import secrets
 import time
 
+from core.progress import report_progress
 from core.redis import get_redis
 
 _KEY = "tokens:{purpose}:{token}"
@@ -47,4 +48,7 @@ def tokens_cleanup_expired(*, batch: int = 1000) -> dict[str, int]:
     for index in r.scan_iter(match=_INDEX.format(purpose="*"), count=batch):
         indexes += 1
         removed += int(r.zremrangebyscore(index, "-inf", now))
+        if indexes % batch == 0:
+            report_progress(indexes, None)  # a SCAN has no total: indexes done so far
+    report_progress(indexes, None)
     return {"indexes_scanned": indexes, "expired_removed": removed}

@@ -56,6 +56,7 @@ class NotificationAdmin(AuditedModelAdmin[Notification]):
     search_fields = ("to_address", "dedupe_key", "template_key", "last_error", "provider_message_id", "user__email")
     date_hierarchy = "created_at"
     actions = ["retry"]
+    audit_action_names = {"retry": "deadletter.retry"}  # only failed rows are retried: dead letters
     readonly_fields = [f.name for f in Notification._meta.fields]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Notification]:
@@ -94,8 +95,6 @@ class NotificationAdmin(AuditedModelAdmin[Notification]):
 @admin.register(DeadLetter)
 class DeadLetterAdmin(NotificationAdmin):
     """Only `failed` rows: retries spent, a permanent provider error, or bad input."""
-
-    audit_prefix = "deadletter"  # its Retry action is audited as deadletter.retry
 
     def get_list_display(self, request: HttpRequest) -> tuple[str, ...]:
         return ("id", "template_key", "channel", "to_address_short", "attempts", "last_error", "updated_at")

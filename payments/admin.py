@@ -215,6 +215,7 @@ class SubscriptionAdmin(AuditedModelAdmin[Subscription]):
     readonly_fields = ("current_period_start", "failed_attempts", "cancelled_at")
     inlines = (SubscriptionChargeInline,)
     actions = ("charge_now", "pause", "resume", "cancel")
+    audit_skip_actions = frozenset({"delete_selected", "charge_now"})  # a job trigger, audited as job.trigger
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Subscription]:
         return super().get_queryset(request).select_related("user", "plan")

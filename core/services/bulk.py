@@ -114,7 +114,7 @@ def insert_rows(model: type[_M], objs: Sequence[_M], *, returning: Sequence[str]
 _DJANGO_JSON = DjangoJSONEncoder()
 
 
-def _json_document(values: list[dict[str, Any]]) -> str:
+def _json_document(values: Sequence[Mapping[Any, Any]]) -> str:
     """The rows as the one JSON parameter of `jsonb_to_recordset`.
 
     orjson keeps microseconds (DjangoJSONEncoder cuts times to milliseconds, which would

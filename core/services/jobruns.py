@@ -108,6 +108,7 @@ def _finish(
     error: str = "",
     only_if_unfinished: bool = False,
     only_from: tuple[str, ...] | None = None,
+    progress: tuple[int, int | None] | None = None,
 ) -> bool:
     """Record the run's outcome; False when there was nothing to change (no run, or its status
     was not one of `only_from`, or not unfinished with `only_if_unfinished`)."""
@@ -134,7 +135,16 @@ def _finish(
         rows = rows.filter(status__in=_UNFINISHED)
     if only_from is not None:
         rows = rows.filter(status__in=only_from)
-    if not rows.update(status=status, summary=summary, error=error, finished_at=now, duration_ms=duration):
+    changes: dict[str, Any] = {
+        "status": status,
+        "summary": summary,
+        "error": error,
+        "finished_at": now,
+        "duration_ms": duration,
+    }
+    if progress is not None:  # the run's last report, written with its outcome
+        changes.update(progress_done=progress[0], progress_total=progress[1], progress_at=now)
+    if not rows.update(**changes):
         return False
     _track_outcome(run.job_key, status, error)
     return True
@@ -172,14 +182,26 @@ def jobstate_resume(*, job_key: str) -> bool:
     )
 
 
-def jobrun_mark_succeeded(*, task_id: str, result: Any) -> None:
+def jobrun_mark_succeeded(*, task_id: str, result: Any, progress: tuple[int, int | None] | None = None) -> None:
     summary = result if isinstance(result, dict) else {"result": result}
-    _finish(task_id, status=JobRun.Status.SUCCEEDED, summary=summary)
+    _finish(task_id, status=JobRun.Status.SUCCEEDED, summary=summary, progress=progress)
 
 
-def jobrun_mark_failed(*, task_id: str, exc: BaseException, only_if_unfinished: bool = False) -> None:
+def jobrun_mark_failed(
+    *,
+    task_id: str,
+    exc: BaseException,
+    only_if_unfinished: bool = False,
+    progress: tuple[int, int | None] | None = None,
+) -> None:
     text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-    _finish(task_id, status=JobRun.Status.FAILED, error=text[:5000], only_if_unfinished=only_if_unfinished)
+    _finish(
+        task_id,
+        status=JobRun.Status.FAILED,
+        error=text[:5000],
+        only_if_unfinished=only_if_unfinished,
+        progress=progress,
+    )
 
 
 def jobruns_mark_lost(*, task_ids: list[str], reason: str, statuses: tuple[str, ...]) -> list[str]:

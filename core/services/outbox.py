@@ -312,13 +312,17 @@ def _redeliver_lost(*, chunk_size: int, max_chunks: int) -> tuple[int, int]:
     busy = _queues_with_backlog()
     redelivered = held_back = 0
     after = 0
+    progress: Progress | None = None
     for _ in range(max_chunks):
         page = list(lost.filter(pk__gt=after).order_by("pk").values_list("pk", "task_name")[:chunk_size])
+        if progress is None:  # counted only behind a first full chunk, as the publish loop does
+            progress = Progress(total=len(page) if len(page) < chunk_size else lost.count())
         if not page:
             break
         after = page[-1][0]
         ready = [pk for pk, task in page if queue_for_task(task) not in busy]
         held_back += len(page) - len(ready)
+        progress.advance(len(page))  # counted as it starts: its short transaction follows at once
         with transaction.atomic():
             rows = list(
                 lost.filter(pk__in=ready)

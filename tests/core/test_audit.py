@@ -99,7 +99,7 @@ def test_a_schedule_edit_in_the_admin_records_before_and_after(root_client: Clie
     (change,) = entries("schedule.change")
     assert change.source == "admin" and change.actor_name == "root"
     assert change.target.startswith(f"django_celery_beat.periodictask:{task.pk}")
-    assert change.data["before"]["interval"] == task.interval_id
+    assert change.data["before"]["interval"] == {"id": task.interval_id, "str": str(task.interval)}
     assert change.data["after"]["interval"]["id"] == ten.pk
 
 
@@ -210,3 +210,29 @@ def test_the_cleanup_job_deletes_old_entries_only() -> None:
     assert run.status == "succeeded" and run.summary["deleted"] == 1
     assert not AuditLog.objects.filter(pk=old.pk).exists()
     assert entries("job.trigger")  # the cleanup's own trigger stays
+
+
+def test_an_api_tokens_key_is_never_written_to_the_trail(root_client: Client, staff_user: User) -> None:
+    from rest_framework.authtoken.models import Token
+
+    assert root_client.post("/admin/authtoken/tokenproxy/add/", {"user": staff_user.pk}).status_code == 302
+    key = Token.objects.get(user=staff_user).key
+    root_client.post(f"/admin/authtoken/tokenproxy/{staff_user.pk}/delete/", {"post": "yes"})
+
+    assert {e.action for e in AuditLog.objects.all()} >= {"authtoken.tokenproxy.create", "authtoken.tokenproxy.delete"}
+    assert key not in str(list(AuditLog.objects.values("target", "data")))
+
+
+def test_a_password_changed_in_the_admin_is_audited_without_it(root_client: Client, staff_user: User) -> None:
+    url = f"/admin/core/user/{staff_user.pk}/password/"
+    response = root_client.post(url, {"password1": "N3w-pass-word-7", "password2": "N3w-pass-word-7"})
+    assert response.status_code == 302
+    (changed,) = entries("core.user.password_change")
+    assert changed.target == f"core.user:{staff_user.pk}" and "N3w-pass-word-7" not in str(changed.data)
+
+
+def test_retrying_from_the_notifications_list_is_a_dead_letter_retry(root_client: Client) -> None:
+    row = notify(template="raw_sms", to="+14155552671", context={"body": "x"}, channels=["sms"], dedupe_key="n")[0]
+    Notification.objects.filter(pk=row.pk).update(status="failed")
+    root_client.post("/admin/notifications/notification/", {"action": "retry", "_selected_action": [row.pk]})
+    assert [(e.source, e.data["ids"]) for e in entries("deadletter.retry")] == [("admin", [row.pk])]

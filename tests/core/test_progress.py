@@ -39,15 +39,50 @@ def _progress_updates(queries: CaptureQueriesContext) -> int:
     return sum(1 for q in queries.captured_queries if q["sql"].startswith("UPDATE") and "progress_done" in q["sql"])
 
 
-def test_reports_are_written_at_most_once_a_second_and_the_last_one_when_the_run_ends() -> None:
+def test_reports_are_written_at_most_once_a_second_and_the_last_one_when_the_run_ends(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = [1000.0]
+    monkeypatch.setattr(progress.time, "monotonic", lambda: clock[0])
     run = _run()
     with CaptureQueriesContext(connection) as queries, progress.tracking(run.task_id):
-        for done in range(1, 501):
+        for done in range(1, 301):  # 300 reports within the first second: none written yet
             progress.report_progress(done, 500)
-    # The first report at once, then nothing within the second, then the final value.
-    assert _progress_updates(queries) == 2
+        first_second = _progress_updates(queries)
+        clock[0] += 1.5
+        progress.report_progress(301, 500)  # a second and a half in: written
+        progress.report_progress(302, 500)  # within the next second: kept for later
+        after_a_second = _progress_updates(queries)
+    assert (first_second, after_a_second) == (0, 1)
+    assert _progress_updates(queries) == 2  # and the last value as the run ends
     run.refresh_from_db()
-    assert (run.progress_done, run.progress_total) == (500, 500)
+    assert (run.progress_done, run.progress_total) == (302, 500)
+
+
+def test_a_sweep_every_few_seconds_writes_its_progress_with_its_outcome_only(
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    with CaptureQueriesContext(connection) as queries:
+        run = SchedulerService.trigger_manual_update("outbox_relay", sync=True, source="shell")
+    assert run.status == "succeeded"
+    progress_writes = [
+        q["sql"] for q in queries.captured_queries if q["sql"].startswith("UPDATE") and "progress_done" in q["sql"]
+    ]
+    # No statement of its own: the one outcome UPDATE (status, summary ...) carries it.
+    assert len(progress_writes) == 1 and '"status"' in progress_writes[0]
+    assert run.progress == {"done": 0, "total": 0, "percent": 100.0, "eta_seconds": None}
+
+
+def test_phases_of_one_run_add_up_to_one_bar() -> None:
+    run = _run()
+    seen: list[tuple[int, int | None]] = []
+    with progress.listening(lambda done, total: seen.append((done, total))), progress.tracking(run.task_id):
+        first = progress.Progress(total=3)
+        first.advance(3)
+        second = progress.Progress(total=2)
+        second.advance(1)
+        second.advance(1)
+    assert seen == [(0, 3), (3, 3), (3, 5), (4, 5), (5, 5)]
 
 
 def test_a_report_inside_the_callers_transaction_waits_for_it_to_end() -> None:
@@ -73,7 +108,11 @@ def test_progress_beyond_the_total_or_negative_is_clamped_and_logged(caplog: pyt
         progress.report_progress(-5, 10)
     other.refresh_from_db()
     assert (other.progress_done, other.progress_total) == (0, 10)
-    assert "negative" in caplog.text
+    assert "progress -5 is negative" in caplog.text
+
+    with caplog.at_level(logging.WARNING, logger="core.progress"), progress.tracking(_run().task_id):
+        assert progress.Progress(total=-3).total == 0
+    assert "total -3 is negative" in caplog.text
 
 
 def test_outside_a_run_reporting_does_nothing() -> None:

@@ -42,7 +42,8 @@ def test_invalid_values_are_shown_on_their_field_and_nothing_is_queued(root_clie
 def test_the_serializer_decides_what_the_form_cannot(root_client: Client) -> None:
     # subscription_ids: a list field typed as text; the serializer's child validation names the bad item.
     page = root_client.post("/admin/core/jobcatalogentry/subscription_charge_now/run/", {"subscription_ids": "3,x"})
-    assert page.status_code == 200 and page.context["form"].errors["subscription_ids"]
+    assert page.status_code == 200
+    assert page.context["form"].errors["subscription_ids"] == ["item 1: A valid integer is required."]
     assert not JobRun.objects.exists()
 
 
@@ -65,3 +66,23 @@ def test_an_empty_field_leaves_the_jobs_default(root_client: Client, django_capt
 def test_staff_without_the_run_permission_get_no_form(client: Client) -> None:
     client.force_login(User.objects.create_user("viewer", password="pw", is_staff=True))
     assert client.get("/admin/core/jobcatalogentry/sleep/run/").status_code == 403
+
+
+def test_a_post_without_the_run_permission_queues_nothing(client: Client) -> None:
+    client.force_login(User.objects.create_user("viewer2", password="pw", is_staff=True))
+    assert client.post("/admin/core/jobcatalogentry/sleep/run/", {"seconds": "1"}).status_code == 403
+    assert not JobRun.objects.exists()
+
+
+def test_a_runner_who_may_not_read_runs_is_sent_back_to_the_catalog(
+    client: Client, django_capture_on_commit_callbacks: Any
+) -> None:
+    from django.contrib.auth.models import Permission
+
+    runner = User.objects.create_user("runner", password="pw", is_staff=True)
+    runner.user_permissions.add(Permission.objects.get(codename="run_job"))
+    client.force_login(runner)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post("/admin/core/jobcatalogentry/sleep/run/", {"seconds": "1"})
+    assert response.status_code == 302 and response["Location"] == "/admin/core/jobcatalogentry/"
+    assert JobRun.objects.get().triggered_by == runner

@@ -216,8 +216,8 @@ class Command(BaseCommand):
             run.refresh_from_db()
             if run.progress_done is not None or run.progress_total is not None:
                 bar.update(run.progress_done or 0, run.progress_total)
-        if run.status == JobRun.Status.SUCCEEDED and run.progress_total is not None:
-            bar.update(run.progress_total, run.progress_total)
+        if run.progress_done is not None or run.progress_total is not None:
+            bar.update(run.progress_done or 0, run.progress_total)  # the last report, written with the outcome
         bar.end()
         self._outcome(run)
 
