@@ -1,8 +1,9 @@
 from __future__ import annotations
 
+import logging
 from typing import Any
 
-from celery.signals import before_task_publish, task_revoked
+from celery.signals import beat_init, before_task_publish, task_revoked
 
 from core.task_base import SOURCE_HEADER, job_source
 
@@ -40,3 +41,18 @@ def close_revoked_jobrun(sender: Any = None, request: Any = None, **kwargs: Any)
     if request is not None and getattr(request, "id", None):
         # Sent by the worker, so the task really will not run (or was terminated).
         jobrun_mark_revoked(task_id=request.id, running_too=True)
+
+
+@beat_init.connect
+def warn_about_a_scheduler_without_the_leader_lease(sender: Any = None, **_: Any) -> None:
+    """`beat --scheduler django_celery_beat.schedulers:DatabaseScheduler` (as some guides write it) works
+    for one beat, but two such beats would each send every slot: say so where the operator looks."""
+    from core.beat import LeaderScheduler
+
+    scheduler = getattr(sender, "scheduler", None)
+    if scheduler is not None and not isinstance(scheduler, LeaderScheduler):
+        logging.getLogger("core.beat").warning(
+            "beat runs %s, not core.beat:LeaderScheduler (the default, CELERY_BEAT_SCHEDULER): fine for "
+            "one beat, but a second beat would send every slot again. Drop --scheduler to get the leader lease.",
+            type(scheduler).__name__,
+        )

@@ -119,6 +119,8 @@ def test_beat_as_the_guides_start_it_sends_the_database_schedules(
     beat = guide_process(named, "beat-named", ready="beat: Starting...", **fast)
     wait_for(lambda: beat_runs() > before, timeout=40, message=f"a beat run; log {beat.log}")
     beat.stop()
+    # it works for one beat, and says what a second one would do without the leader lease
+    assert "a second beat would send every slot again" in beat.output()
 
     # And debug logging (seed 002 block 13's restart line)
     beat = guide_process(lines(("002", 13))[-1], "beat-debug", ready="DEBUG", **fast)
