@@ -11,6 +11,7 @@ import secrets
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
@@ -32,12 +33,20 @@ def production_env(**extra: str) -> dict[str, str]:
         DJANGO_READ_DOT_ENV="false",
         DJANGO_SECRET_KEY=secrets.token_urlsafe(60),
         DJANGO_ALLOWED_HOSTS="testserver,shop.example.com",
-        DATABASE_URL=f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+        DATABASE_URL=_database_url(db),
         CELERY_BROKER_URL=settings.CELERY_BROKER_URL,
         REDIS_URL=settings.REDIS_URL,
     )
     env.update(extra)
     return env
+
+
+def _database_url(db: dict[str, Any]) -> str:
+    """The test database (the one pytest-django created) as a URL for another process."""
+    from urllib.parse import quote
+
+    credentials = quote(db["USER"] or "", safe="") + (":" + quote(db["PASSWORD"], safe="") if db["PASSWORD"] else "")
+    return f"postgres://{credentials}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
 
 
 def run_python(code: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -252,7 +261,9 @@ def test_flower_refuses_anonymous_requests() -> None:
     port = _free_port()
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("PYTEST")},
+        "DJANGO_SETTINGS_MODULE": "config.settings.test",
         "DJANGO_READ_DOT_ENV": "false",
+        "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
         "FLOWER_BASIC_AUTH": "ops:flower-pw-for-the-security-suite",
     }
     # When Flower starts as `make run` starts it (the Procfile's flower line, on a spare port)
@@ -265,8 +276,6 @@ def test_flower_refuses_anonymous_requests() -> None:
     )
     try:
         url = f"http://127.0.0.1:{port}/"
-        import time
-
         deadline = time.monotonic() + 30
         while True:
             try:
