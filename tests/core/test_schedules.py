@@ -103,7 +103,7 @@ def test_the_periodic_task_admin_page_shows_the_preview(admin_client: Client) ->
 
     page = admin_client.get(f"/admin/django_celery_beat/periodictask/{task.pk}/change/").content.decode()
 
-    assert "Next 10 fire times, UTC and UTC" in page
+    assert "Next 10 fire times, UTC<" in page
     assert page.count(":00:00+00:00") >= 10
 
 
