@@ -104,7 +104,7 @@ def test_no_request_as_any_persona_gets_a_server_error_or_an_undocumented_answer
     assert sum(sent.values()) >= MIN_REQUESTS_PER_PERSONA, sent.most_common()
 
 
-@pytest.mark.parametrize("persona", ["buyer", "staff"])
+@pytest.mark.parametrize("persona", ["buyer", "seller", "driver", "eic", "staff"])
 def test_stateful_sequences_following_the_links_get_no_server_error_or_undocumented_answer(
     persona: str, world: World, raised_throttles: None, wsgi_in_test_transaction: None, quiet_4xx_log: None
 ) -> None:
