@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from celery import shared_task
+from django.db import InterfaceError, OperationalError
 
 from payments.gateways import TransientGatewayError
 
@@ -18,10 +19,13 @@ def process_due_subscriptions() -> dict[str, Any]:
 
 
 # Timeouts, 5xx and 429 are retried with the same idempotency key, so a retry never charges twice;
-# a decline or a configuration error is an outcome, not retried.
+# a decline or a configuration error is an outcome, not retried. So is a lost database connection:
+# the money may be taken and the charge row still `initiated` (its completion not committed), and
+# its intent has run, so nothing else would finish it before the next day's run; the retry asks
+# the gateway with the same key and order, gets the payment already made, and completes it.
 @shared_task(
     name="payments.process_single_subscription",
-    autoretry_for=(TransientGatewayError,),
+    autoretry_for=(TransientGatewayError, OperationalError, InterfaceError),
     max_retries=3,
     retry_backoff=True,
     retry_backoff_max=600,

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import time_machine
+from django.db import InterfaceError, OperationalError
 from django.test import override_settings
 from pytest_httpserver import HTTPServer
 from rest_framework.test import APIClient
@@ -122,10 +123,39 @@ def test_a_gateway_answering_500_500_200_is_called_three_times_with_one_key_and_
     assert Order.objects.count() == 1
 
 
-def test_the_task_declares_its_retry_policy_for_transient_gateway_errors_only() -> None:
+def test_the_task_declares_its_retry_policy_for_transient_gateway_and_database_errors_only() -> None:
     task = process_single_subscription
-    assert task.autoretry_for == (TransientGatewayError,)
+    assert task.autoretry_for == (TransientGatewayError, OperationalError, InterfaceError)
     assert (task.max_retries, task.retry_backoff, task.retry_backoff_max, task.retry_jitter) == (3, True, 600, True)
+
+
+def test_a_database_connection_lost_after_the_gateway_took_the_money_is_retried_and_charges_once(
+    gateway: GatewayStandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a connection that dies (pg_terminate_backend, a failover) as the captured payment is recorded
+    from payments.services import subscriptions
+
+    real = subscriptions._charge_complete
+    failures = [OperationalError("terminating connection due to administrator command")]
+
+    def dies_once(**kwargs: Any) -> dict[str, Any]:
+        if failures:
+            raise failures.pop()
+        return real(**kwargs)
+
+    monkeypatch.setattr(subscriptions, "_charge_complete", dies_once)
+    sub = make_subscription()
+
+    # When the task runs (apply(): the declared retry runs at once)
+    result = process_single_subscription.apply(kwargs={"subscription_id": sub.pk})
+
+    # Then the retry found the payment already made on the try's order (no second payment call) and completed it
+    assert result.get()["outcome"] == "charged"
+    key = SubscriptionCharge.objects.get(subscription=sub).idempotency_key
+    assert gateway.calls == [key]
+    assert len(gateway.captured()) == 1
+    assert SubscriptionCharge.objects.get(subscription=sub).status == "succeeded"
+    assert Order.objects.filter(status="paid").count() == 1
 
 
 def test_a_gateway_that_never_recovers_fails_the_task_after_three_retries_and_the_period_stays_open(
