@@ -38,10 +38,10 @@ class Providers:
         with self.lock:
             return Counter(self.taken)
 
-    def take(self, text: str) -> None:
+    def take(self, *texts: str) -> None:
         time.sleep(self.latency)
         with self.lock:
-            self.taken[text] += 1
+            self.taken.update(texts)
 
     def env(self) -> dict[str, str]:
         return {
@@ -60,15 +60,25 @@ class Providers:
         }
 
 
-def _text(path: str, raw: bytes) -> str:
-    """The message's text: what the sender wrote, found where each provider's API carries it."""
+def _texts(path: str, raw: bytes) -> list[str]:
+    """The messages' texts: what the sender wrote, found where each provider's API carries it.
+
+    A SendGrid call carries one message per personalization (the batch path: a subject of
+    merge fields, each personalization's `substitutions` filling them), so it counts as many.
+    """
     if path == TWILIO_PATH:
-        return (parse_qs(raw.decode()).get("Body") or [""])[0]
+        return [(parse_qs(raw.decode()).get("Body") or [""])[0]]
     body: dict[str, Any] = json.loads(raw or b"{}")
     if path == "/v3/mail/send":
-        return str(body.get("subject") or body["personalizations"][0].get("subject", ""))
+        texts = []
+        for personalization in body["personalizations"]:
+            subject = str(personalization.get("subject") or body.get("subject", ""))
+            for field, value in (personalization.get("substitutions") or {}).items():
+                subject = subject.replace(field, str(value))
+            texts.append(subject)
+        return texts
     if path == f"/v1/projects/{FCM_PROJECT}/messages:send":
-        return str(body["message"]["notification"]["title"])
+        return [str(body["message"]["notification"]["title"])]
     raise KeyError(path)
 
 
@@ -80,11 +90,11 @@ def serve(providers: Providers) -> Iterator[str]:
         def do_POST(self) -> None:
             raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             try:
-                text = _text(self.path, raw)
+                texts = _texts(self.path, raw)
             except (KeyError, ValueError, IndexError):
                 self._answer(404, {"error": f"no such endpoint {self.path}"})
                 return
-            providers.take(text)
+            providers.take(*texts)
             if self.path == TWILIO_PATH:
                 self._answer(201, {"sid": "SMfault"})
             elif self.path.startswith("/v3/"):

@@ -77,6 +77,7 @@ class PaymentTimeouts(Scenario):
             username="fault-shopper", email="shopper@example.com", phone_number="+14155552671"
         )
         products = [make_product(stock=self.STOCK) for _ in range(self.PRODUCTS)]
+        self.products = [p.pk for p in products]  # its own: other scenarios may run alongside
         seed_orders(customer, products, count=self.EXPIRED, age_days=5)
         seed_orders(customer, products, count=self.FRESH, age_days=1)
         # Stock conserved: what is on the shelf plus what fresh orders hold is the starting stock.
@@ -98,7 +99,7 @@ class PaymentTimeouts(Scenario):
         out.lost += self.EXPIRED - cancelled
         if Order.objects.filter(status="cancelled", created_at__gte=old).exists():
             out.violations.append("a fresh order was cancelled")
-        stock = Product.objects.aggregate(s=Sum("stock"))["s"] or 0
+        stock = Product.objects.filter(pk__in=self.products).aggregate(s=Sum("stock"))["s"] or 0
         expected = self.PRODUCTS * self.STOCK - self.fresh_units
         if stock > expected:
             out.duplicated += stock - expected  # units restored twice
@@ -241,6 +242,7 @@ class DueSubscriptions(Scenario):
             for kept in (self.gateway.calls, self.gateway.orders_made, self.gateway.orders, self.gateway.payments):
                 kept.clear()
         products = [make_product(stock=self.STOCK) for _ in range(10)]
+        self.products = [p.pk for p in products]  # its own: other scenarios may run alongside
         seed_due_subscriptions([make_plan(product=p) for p in products], count=self.COUNT, prefix="fault")
 
     def pending(self) -> bool:
@@ -261,10 +263,10 @@ class DueSubscriptions(Scenario):
             out.violations.append(f"{out.duplicated} periods charged twice by the gateway")
         delivered = SubscriptionCharge.objects.filter(status="succeeded", order__isnull=False).count()
         out.lost = max(out.lost, self.COUNT - delivered)
-        paid = Order.objects.filter(status="paid").count()
+        paid = Order.objects.filter(status="paid", items__product_id__in=self.products).distinct().count()
         if paid > self.COUNT or delivered > self.COUNT:
             out.violations.append(f"{paid} orders paid, {delivered} charges delivered for {self.COUNT} periods")
-        stock = Product.objects.aggregate(s=Sum("stock"))["s"] or 0
+        stock = Product.objects.filter(pk__in=self.products).aggregate(s=Sum("stock"))["s"] or 0
         if stock != 10 * self.STOCK - paid:
             out.violations.append(f"stock {stock} is not {10 * self.STOCK} less the {paid} orders delivered")
         return out
@@ -367,7 +369,7 @@ class Delivery(Scenario):
             requests.append(
                 NotifyRequest(
                     template="raw_email",
-                    to="reader@example.com",
+                    to=f"reader{n % 10}@example.com",
                     context={"subject": f"mail {n}", "body": f"mail {n}"},
                     channels=["email"],
                     dedupe_key=f"mail:{n}",
