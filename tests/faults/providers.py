@@ -88,7 +88,10 @@ def serve(providers: Providers) -> Iterator[str]:
         protocol_version = "HTTP/1.1"
 
         def do_POST(self) -> None:
-            raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            length = int(self.headers.get("Content-Length") or 0)
+            raw = self.rfile.read(length)
+            if len(raw) < length:
+                return  # the sender died mid-request: a provider takes no truncated message
             try:
                 texts = _texts(self.path, raw)
             except (KeyError, ValueError, IndexError):

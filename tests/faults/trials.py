@@ -121,6 +121,18 @@ def poison_trial(h: Harness, kind: str) -> None:
     assert h.worker is not None
     pid = h.worker.pid
     _poison(h, kind)
+    if kind == "arguments of the wrong shape":
+        # One of these is a `sleep` run (core.sleep with bad arguments): while it holds the job's
+        # lease a canary `sleep` run is rightly `skipped`, so this canary goes once they have run.
+        wait_for(
+            lambda: (
+                not JobRun.objects.filter(status__in=("queued", "running", "retrying")).exists()
+                and sum(int(h.broker().llen(q)) for q in settings.JOB_QUEUES) == 0
+            ),
+            timeout=60,
+            interval=0.1,
+            message="the wrong-shape messages taken and their runs finished",
+        )
     sent = time.monotonic()
     canary = SchedulerService.trigger_manual_update("sleep", {"seconds": 0}, source="shell")
     out = Outcome()
