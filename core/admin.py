@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 from django.conf import settings
@@ -20,7 +19,7 @@ from django_celery_results.admin import TaskResultAdmin as ResultsTaskResultAdmi
 from django_celery_results.models import GroupResult, TaskResult
 from rest_framework.authtoken.models import TokenProxy
 
-from core.admin_audit import AuditedModelAdmin
+from core.admin_audit import AuditedModelAdmin, ViewOnlyModelAdmin
 from core.beat import beat_leader_text
 from core.catalog import InvalidJobParams, JobCatalog, UnknownJob
 from core.errors import AppError, admin_message
@@ -83,20 +82,25 @@ class JobRunAdmin(AuditedModelAdmin[JobRun]):
             '<progress max="100" value="{}"></progress> {}', progress["percent"] or 0, _progress_text(progress)
         )
 
-    def change_view(
-        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict[str, Any] | None = None
+    def render_change_form(
+        self,
+        request: HttpRequest,
+        context: dict[str, Any],
+        add: bool = False,
+        change: bool = False,
+        form_url: str = "",
+        obj: JobRun | None = None,
     ) -> HttpResponse:
-        run = JobRun.objects.filter(pk=object_id).first() if _is_uuid(object_id) else None
-        extra = dict(extra_context or {})
-        if run is not None:
-            progress = run.progress
-            extra.update(
+        """The run page's progress bar and Flower link, from the run the view already read."""
+        if obj is not None:
+            progress = obj.progress
+            context.update(
                 progress=progress,
                 progress_text=_progress_text(progress) if progress else "",
-                unfinished=run.status not in JobRun.FINISHED,
-                flower_url=f"{settings.FLOWER_URL.rstrip('/')}/task/{run.task_id}" if settings.FLOWER_URL else "",
+                unfinished=obj.status not in JobRun.FINISHED,
+                flower_url=f"{settings.FLOWER_URL.rstrip('/')}/task/{obj.task_id}" if settings.FLOWER_URL else "",
             )
-        return super().change_view(request, object_id, form_url, extra_context=extra)
+        return super().render_change_form(request, context, add, change, form_url, obj)
 
     @admin.action(description="Retry selected failed runs (same parameters)", permissions=["run_job"])
     def retry_runs(self, request: HttpRequest, queryset: QuerySet[JobRun]) -> None:
@@ -139,14 +143,6 @@ def _run_now(request: HttpRequest, keys: list[str]) -> None:
             ngettext("Started %(n)d job: %(jobs)s.", "Started %(n)d jobs: %(jobs)s.", len(started))
             % {"n": len(started), "jobs": ", ".join(started)},
         )
-
-
-def _is_uuid(value: str) -> bool:
-    try:
-        uuid.UUID(value)
-    except ValueError:
-        return False
-    return True
 
 
 def _progress_text(progress: dict[str, Any]) -> str:
@@ -317,7 +313,7 @@ class TaskResultAdmin(AuditedModelAdmin[TaskResult], ResultsTaskResultAdmin):
 
 
 @admin.register(AuditLog)
-class AuditLogAdmin(AuditedModelAdmin[AuditLog]):
+class AuditLogAdmin(ViewOnlyModelAdmin[AuditLog]):
     """View only: nobody edits or deletes the trail here; audit_logs_cleanup deletes old entries."""
 
     list_display = ("created_at", "actor_name", "source", "action", "target")
@@ -329,15 +325,6 @@ class AuditLogAdmin(AuditedModelAdmin[AuditLog]):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[AuditLog]:
         return super().get_queryset(request).select_related("actor")
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 @admin.register(OutboxIntent)

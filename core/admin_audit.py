@@ -39,6 +39,12 @@ def _initial(form: ModelForm[Any], name: str) -> Any:
     return (queryset.filter(pk=value).first() if queryset is not None else None) or value
 
 
+def _selection(queryset: QuerySet[Any]) -> tuple[list[Any], int]:
+    """The first MAX_IDS primary keys of what was selected, and how many rows it is (counted only past that)."""
+    ids = list(queryset.values_list("pk", flat=True)[: MAX_IDS + 1])
+    return ids[:MAX_IDS], len(ids) if len(ids) <= MAX_IDS else queryset.count()
+
+
 class AuditedModelAdmin(admin.ModelAdmin[_M]):
     # The action names' prefix ("schedule" → schedule.change); the model's label by default.
     audit_prefix: ClassVar[str] = ""
@@ -64,7 +70,7 @@ class AuditedModelAdmin(admin.ModelAdmin[_M]):
         audit_record(
             action=self.audit_action("change" if change else "create"),
             source="admin",
-            actor=request.user.pk,
+            actor=request.user,
             target=self.audit_target(obj),
             before=before,
             after=after,
@@ -75,31 +81,30 @@ class AuditedModelAdmin(admin.ModelAdmin[_M]):
         super().save_formset(request, form, formset, change)
         label = formset.model._meta.label_lower if formset.model is not None else "inline"
         for obj in formset.new_objects:
-            audit_record(action=f"{label}.create", source="admin", actor=request.user.pk, target=f"{label}:{obj.pk}")
+            audit_record(action=f"{label}.create", source="admin", actor=request.user, target=f"{label}:{obj.pk}")
         for obj, fields in formset.changed_objects:
             audit_record(
                 action=f"{label}.change",
                 source="admin",
-                actor=request.user.pk,
+                actor=request.user,
                 target=f"{label}:{obj.pk}",
                 after={name: _visible(name, getattr(obj, name, None)) for name in fields},
             )
         for obj in formset.deleted_objects:
-            audit_record(action=f"{label}.delete", source="admin", actor=request.user.pk, target=f"{label}:{obj}")
+            audit_record(action=f"{label}.delete", source="admin", actor=request.user, target=f"{label}:{obj}")
 
     def delete_model(self, request: HttpRequest, obj: _M) -> None:
         target = self.audit_target(obj)
         super().delete_model(request, obj)
-        audit_record(action=self.audit_action("delete"), source="admin", actor=request.user.pk, target=target)
+        audit_record(action=self.audit_action("delete"), source="admin", actor=request.user, target=target)
 
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[_M]) -> None:
-        ids = list(queryset.values_list("pk", flat=True)[:MAX_IDS])
-        count = queryset.count()
+        ids, count = _selection(queryset)
         super().delete_queryset(request, queryset)
         audit_record(
             action=self.audit_action("delete"),
             source="admin",
-            actor=request.user.pk,
+            actor=request.user,
             target=f"{self.opts.label_lower}: {count} rows",
             ids=ids,
             count=count,
@@ -120,17 +125,29 @@ class AuditedModelAdmin(admin.ModelAdmin[_M]):
 
         @functools.wraps(func)
         def run(modeladmin: Any, request: HttpRequest, queryset: QuerySet[Any]) -> Any:
-            ids = list(queryset.values_list("pk", flat=True)[: MAX_IDS + 1])
-            count = len(ids) if len(ids) <= MAX_IDS else queryset.count()  # "select all" of many rows
+            ids, count = _selection(queryset)
             response = func(modeladmin, request, queryset)
             audit_record(
                 action=action,
                 source="admin",
-                actor=request.user.pk,
+                actor=request.user,
                 target=f"{label}: {count} selected",
-                ids=ids[:MAX_IDS],
+                ids=ids,
                 count=count,
             )
             return response
 
         return run
+
+
+class ViewOnlyModelAdmin(AuditedModelAdmin[_M]):
+    """Rows written by the services (or the trail itself): nobody adds, edits or deletes them here."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

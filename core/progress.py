@@ -164,6 +164,25 @@ class Progress:
             tracker.report(tracker.done + n, (tracker.total or 0) + grow)
 
 
+class ChunkedProgress:
+    """A sweep's phase whose total is counted only once its first chunk came back full.
+
+    The usual run of a sweep every few seconds fits one chunk and costs no count query;
+    behind a full first chunk, `rest()` counts what is left (after that chunk was done).
+    Call `advance(len(chunk))` after each chunk, the first one too, even when empty.
+    """
+
+    def __init__(self, *, chunk_size: int, rest: Callable[[], int]) -> None:
+        self.chunk_size = chunk_size
+        self.rest = rest
+        self.phase: Progress | None = None
+
+    def advance(self, n: int) -> None:
+        if self.phase is None:
+            self.phase = Progress(total=n + (self.rest() if n >= self.chunk_size else 0))
+        self.phase.advance(n)
+
+
 def progress_view(
     *, done: int | None, total: int | None, status: str, started_at: datetime | None, finished: bool
 ) -> dict[str, Any] | None:

@@ -8,7 +8,7 @@ from django.http import HttpRequest
 from django.utils.translation import ngettext
 
 import payments.admin_escrow  # noqa: F401  (registers the escrow models' admin)
-from core.admin_audit import AuditedModelAdmin
+from core.admin_audit import AuditedModelAdmin, ViewOnlyModelAdmin
 from payments.admin_pricing import ProductPricingMixin  # also registers the pricing models' admin
 from payments.models import (
     Cart,
@@ -106,17 +106,8 @@ class OrderAdmin(AuditedModelAdmin[Order]):
 _M = TypeVar("_M", bound=Model)
 
 
-class ReadOnlyAdmin(AuditedModelAdmin[_M]):
+class ReadOnlyAdmin(ViewOnlyModelAdmin[_M]):
     """View only: these rows are written by the services, which keep stock and money consistent."""
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 @admin.register(OrderItem)

@@ -14,7 +14,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.translation import ngettext
 
-from core.admin_audit import AuditedModelAdmin
+from core.admin_audit import AuditedModelAdmin, ViewOnlyModelAdmin
 from core.errors import AppError, admin_message
 from payments.models import EscrowFunding, EscrowTransaction, Milestone, MilestoneEvidence, SellerVerification
 from payments.services.escrow_verification import verifications_review
@@ -23,7 +23,7 @@ ADMIN_REJECTION_REASON = "Your documents could not be verified. Please submit cl
 
 
 class _ViewOnly:
-    """Rows written by the services only: no add, change or delete from the admin."""
+    """Inlines of rows written by the services only: no add, change or delete (ViewOnlyModelAdmin for pages)."""
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
@@ -93,7 +93,7 @@ class EvidenceInline(_ViewOnly, admin.TabularInline[MilestoneEvidence, Milestone
 
 
 @admin.register(Milestone)
-class MilestoneAdmin(_ViewOnly, AuditedModelAdmin[Milestone]):
+class MilestoneAdmin(ViewOnlyModelAdmin[Milestone]):
     list_display = ("id", "transaction", "position", "title", "amount", "status", "due_date", "submitted_at")
     list_filter = ("status",)
     search_fields = ("title", "transaction__title", "=transaction__id")
@@ -105,7 +105,7 @@ class MilestoneAdmin(_ViewOnly, AuditedModelAdmin[Milestone]):
 
 
 @admin.register(MilestoneEvidence)
-class MilestoneEvidenceAdmin(_ViewOnly, AuditedModelAdmin[MilestoneEvidence]):
+class MilestoneEvidenceAdmin(ViewOnlyModelAdmin[MilestoneEvidence]):
     list_display = ("id", "milestone", "original_name", "status", "content_type", "size", "created_at", "processed_at")
     list_filter = ("status", "content_type")
     search_fields = ("original_name", "sha256", "=milestone__id")
@@ -116,7 +116,7 @@ class MilestoneEvidenceAdmin(_ViewOnly, AuditedModelAdmin[MilestoneEvidence]):
 
 
 @admin.register(EscrowFunding)
-class EscrowFundingAdmin(_ViewOnly, AuditedModelAdmin[EscrowFunding]):
+class EscrowFundingAdmin(ViewOnlyModelAdmin[EscrowFunding]):
     list_display = ("idempotency_key", "transaction", "amount", "currency", "status", "needs_refund", "created_at")
     list_filter = ("status", "needs_refund", "gateway")
     search_fields = ("idempotency_key", "gateway_reference", "=transaction__id")

@@ -16,7 +16,7 @@ from django.template.loader import render_to_string
 from django.utils import timezone
 from django.utils.safestring import SafeString
 
-from core.admin_audit import AuditedModelAdmin
+from core.admin_audit import AuditedModelAdmin, ViewOnlyModelAdmin
 from payments.models import Batch, Discount, DiscountPolicy, PriceSnapshot, Product
 from payments.models.pricing import SLOT_HOURS, money_text
 
@@ -141,17 +141,8 @@ class BatchAdmin(AuditedModelAdmin[Batch]):
         return f"{percentage} % off: {price} (tier <= {getattr(obj, 'discount_tier', '?')} days)"
 
 
-class ReadOnlyPricingAdmin(AuditedModelAdmin[Any]):
+class ReadOnlyPricingAdmin(ViewOnlyModelAdmin[Any]):
     """Written by the jobs only: viewing is all an operator may do here."""
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 @admin.register(Discount)

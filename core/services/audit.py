@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from django.contrib.auth.models import AnonymousUser
 from django.db import models
 
 from core.models import AuditLog, User
@@ -57,17 +58,19 @@ def audit_record(
     *,
     action: str,
     source: str,
-    actor: User | int | None = None,
+    actor: User | AnonymousUser | int | None = None,
     target: str = "",
     before: Mapping[str, Any] | None = None,
     after: Mapping[str, Any] | None = None,
     **data: Any,
 ) -> AuditLog:
-    """Write one audit entry. `actor` is the user (or their id); `data` any further detail."""
+    """Write one audit entry. `actor` is the user (request.user, or their id); `data` any further detail."""
     if source not in _SOURCES:
         source = AuditLog.Source.SHELL
     user: User | None
-    if isinstance(actor, User):
+    if isinstance(actor, AnonymousUser):
+        user = None
+    elif isinstance(actor, User):
         user = actor
     elif actor is not None:
         user = User.objects.filter(pk=actor).only("pk", "username").first()

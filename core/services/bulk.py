@@ -10,7 +10,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models, transaction
 from django.db.models import Field, JSONField, Model, QuerySet
 
-from core.progress import Progress
+from core.progress import ChunkedProgress
 
 _M = TypeVar("_M", bound=Model)
 
@@ -26,16 +26,14 @@ def delete_in_chunks(queryset: QuerySet[Model], *, chunk_size: int = DELETE_CHUN
     """
     deleted = 0
     model = queryset.model
-    progress: Progress | None = None
+    progress = ChunkedProgress(chunk_size=chunk_size, rest=queryset.count)
     while True:
         ids = list(queryset.values_list("pk", flat=True)[:chunk_size])
-        if progress is None:
-            # Counted only when there is more than one chunk: a small sweep costs no extra query.
-            progress = Progress(total=len(ids) if len(ids) < chunk_size else queryset.count())
+        if ids:
+            deleted += model._default_manager.filter(pk__in=ids).delete()[0]
+        progress.advance(len(ids))
         if not ids:
             return deleted
-        deleted += model._default_manager.filter(pk__in=ids).delete()[0]
-        progress.advance(len(ids))
 
 
 def update_rows(model: type[_M], objs: Sequence[_M], fields: Sequence[str], *, where: Mapping[str, Any]) -> int:

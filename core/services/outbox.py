@@ -42,7 +42,7 @@ from core.broker import Message, new_task_id
 from core.catalog import queue_for_task
 from core.errors import Unavailable
 from core.models import OutboxIntent
-from core.progress import Progress
+from core.progress import ChunkedProgress
 from core.services.bulk import delete_in_chunks
 from core.task_base import OUTBOX_HEADER
 from core.transactions import on_commit_robust
@@ -259,13 +259,12 @@ def outbox_relay(*, chunk_size: int = CHUNK_SIZE, max_chunks: int = RELAY_MAX_CH
     published = chunks = 0
     after = 0
     unpublished = OutboxIntent.objects.filter(published_at__isnull=True)
-    progress: Progress | None = None
+    progress = ChunkedProgress(chunk_size=chunk_size, rest=lambda: _due(unpublished.filter(pk__gt=after)).count())
     while chunks < max_chunks:
         chunks += 1
         page = list(_due(unpublished.filter(pk__gt=after)).order_by("pk").values_list("pk", flat=True)[:chunk_size])
-        if progress is None:  # a backlog of more than one chunk is counted; the usual run costs no query
-            progress = Progress(total=len(page) if len(page) < chunk_size else _due(unpublished).count())
         if not page:
+            progress.advance(0)
             break
         after = page[-1]
         count, error = _publish_claimed(OutboxIntent.objects.filter(pk__in=page), limit=chunk_size)
@@ -312,12 +311,11 @@ def _redeliver_lost(*, chunk_size: int, max_chunks: int) -> tuple[int, int]:
     busy = _queues_with_backlog()
     redelivered = held_back = 0
     after = 0
-    progress: Progress | None = None
+    progress = ChunkedProgress(chunk_size=chunk_size, rest=lambda: lost.filter(pk__gt=after).count())
     for _ in range(max_chunks):
         page = list(lost.filter(pk__gt=after).order_by("pk").values_list("pk", "task_name")[:chunk_size])
-        if progress is None:  # counted only behind a first full chunk, as the publish loop does
-            progress = Progress(total=len(page) if len(page) < chunk_size else lost.count())
         if not page:
+            progress.advance(0)
             break
         after = page[-1][0]
         ready = [pk for pk, task in page if queue_for_task(task) not in busy]

@@ -20,7 +20,7 @@ from django.db.models import DurationField, Exists, ExpressionWrapper, F, OuterR
 from django.db.models.functions import Now
 from django.utils import timezone
 
-from core.progress import Progress
+from core.progress import ChunkedProgress
 from core.services.outbox import outbox_add
 from logistics import selectors
 from logistics.models import AssignmentOffer, StockRequest
@@ -199,7 +199,7 @@ def _sweep(candidates: QuerySet[StockRequest], *, timeout: int, chunk_size: int,
     accept is holding is left to that accept, or to the next run.
     """
     expired = chunks = last = 0
-    progress: Progress | None = None
+    progress = ChunkedProgress(chunk_size=chunk_size, rest=candidates.count)
     while chunks < max_chunks:
         chunks += 1
         with transaction.atomic():
@@ -211,9 +211,6 @@ def _sweep(candidates: QuerySet[StockRequest], *, timeout: int, chunk_size: int,
             )
             if rows:
                 expired += _expire_locked_requests(rows, timeout=timeout)
-        if progress is None:
-            # The usual run (every few seconds) fits one chunk and costs no count query.
-            progress = Progress(total=len(rows) + (candidates.count() if len(rows) == chunk_size else 0))
         progress.advance(len(rows))
         if len(rows) < chunk_size:
             break

@@ -28,7 +28,7 @@ from django.db.models import Max, OuterRef, Q, QuerySet, Subquery
 from django.utils import timezone
 
 from core.errors import Invalid, NotFound
-from core.progress import Progress
+from core.progress import ChunkedProgress, Progress
 from payments.models import Batch, Discount, DiscountPolicy, PriceSnapshot, Product
 from payments.models.pricing import (
     CURRENCY_MINOR_UNITS,
@@ -594,24 +594,20 @@ def _discounts_end(candidates: QuerySet[Discount], *, now: datetime, chunk_size:
     each discount once between them.
     """
     ended = 0
-    progress: Progress | None = None
+    active = candidates.filter(status=Discount.Status.ACTIVE)
+    progress = ChunkedProgress(chunk_size=chunk_size, rest=active.count)
     while True:
         with transaction.atomic():
             ids = list(
-                candidates.filter(status=Discount.Status.ACTIVE)
-                .select_for_update(skip_locked=True, of=("self",))
-                .values_list("pk", flat=True)[:chunk_size]
+                active.select_for_update(skip_locked=True, of=("self",)).values_list("pk", flat=True)[:chunk_size]
             )
             if ids:
                 ended += Discount.objects.filter(pk__in=ids, status=Discount.Status.ACTIVE).update(
                     status=Discount.Status.EXPIRED, ended_at=now, updated_at=now
                 )
-        if progress is None:  # counted only when there is more than one chunk
-            rest = candidates.filter(status=Discount.Status.ACTIVE).count() if len(ids) == chunk_size else 0
-            progress = Progress(total=len(ids) + rest)
+        progress.advance(len(ids))
         if not ids:
             return ended
-        progress.advance(len(ids))
 
 
 def discounts_expire_stale(*, chunk_size: int = EXPIRE_CHUNK_SIZE) -> dict[str, int]:
