@@ -156,17 +156,8 @@ def _progress_text(progress: dict[str, Any]) -> str:
 
 
 @admin.register(JobCatalogEntry)
-class JobCatalogAdmin(AuditedModelAdmin[JobCatalogEntry]):
+class JobCatalogAdmin(ViewOnlyModelAdmin[JobCatalogEntry]):
     """The catalog as an admin page, each job with a "Run now" button."""
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
     def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return request.user.is_active and request.user.is_staff
